@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine; each installs whatever is missing by itself.
+#   make demo   -> runs the whole pipeline on a small bundled dataset
+#   make test   -> runs the test suite (this is what .ci/run calls)
+PYTHON ?= python3
+VENV   ?= .venv
+# The CPU wheel of this pin is what this project's machines install; elsewhere override it,
+# e.g. `make demo TORCH_SPEC=torch` to take your platform's default build.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: install
+	$(BIN)/imgclf demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) imgclf-demo .pytest_cache

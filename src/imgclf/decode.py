@@ -1,0 +1,179 @@
+"""Turn image bytes into an RGB uint8 array, or reject them with a one-line reason.
+
+This is the only place imgclf decodes pixels: prepare, the cache, show and predict all call
+`decode_image`, so a file is accepted or rejected the same way everywhere and the cache holds
+exactly what a direct decode gives.
+
+Policy (documented in the README):
+- zero-byte, non-image, truncated or otherwise corrupt files are rejected (never half-decoded);
+- anything Pillow opens is converted to RGB: grayscale, palette, CMYK, 16-bit, alpha (composited
+  on white, which is what a viewer shows), first frame of animations; EXIF orientation is applied;
+- images over MAX_PIXELS are rejected from their header alone, before any pixel is decoded, so a
+  decompression bomb costs microseconds and no memory.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DecodeError
+
+# 100 megapixels: every real photo fits, a 30000x30000 bomb (900 MP) does not.
+MAX_PIXELS = 100_000_000
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+)
+RESIZE_METHOD = "squash-bilinear-aa"  # part of the cache key: change it and caches rebuild
+
+# Pillow checks its own bomb limit before ours can; keep it off so our message is the one users see.
+Image.MAX_IMAGE_PIXELS = None
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_EXIF_ORIENT = 0x0112
+
+
+def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
+    """Decode `data` to an (H, W, 3) uint8 RGB array; with `size`, squash-resize to size x size.
+
+    Raises DecodeError with a short human reason for anything that is not a whole, sane image.
+    """
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    if data[:3] == _JPEG_MAGIC:
+        arr = _decode_jpeg_fast(data, size)
+        if arr is not None:
+            return arr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's EXIF/ICC chatter; real failures raise
+        return _decode_pillow(data, size)
+
+
+def _decode_jpeg_fast(data: bytes, size: int | None) -> np.ndarray | None:
+    """libjpeg-turbo via simplejpeg for clean JPEGs, ~5x Pillow; None hands the file to Pillow.
+
+    strict=True turns every libjpeg warning (premature end, extraneous bytes) into a fallback,
+    so odd files get Pillow's judgement and the fast path only ever sees clean ones.
+    """
+    import simplejpeg
+
+    try:
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data, strict=True)
+        if colorspace not in ("YCbCr", "Gray") or h * w > MAX_PIXELS:
+            return None
+        if _has_exif(data) and _exif_orientation(data) != 1:
+            return None
+        # DCT-domain downscaling: decode straight at 1/2, 1/4 or 1/8 while staying >= size.
+        kw = {"min_height": size, "min_width": size} if size else {}
+        arr = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **kw)
+    except ValueError:
+        return None
+    return _resize(arr, size) if size else arr
+
+
+def _has_exif(data: bytes) -> bool:
+    return b"Exif\x00\x00" in data[:65536]
+
+
+def _exif_orientation(data: bytes) -> int:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.getexif().get(_EXIF_ORIENT, 1))
+    except Exception:  # unreadable EXIF: Pillow's path decides
+        return -1
+
+
+def _decode_pillow(data: bytes, size: int | None) -> np.ndarray:
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError("not an image (unrecognised format)") from None
+    except Exception as e:  # malformed headers raise all sorts
+        raise DecodeError(f"unreadable image header ({_short(e)})") from None
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise DecodeError(f"image has no pixels ({w}x{h})")
+    if w * h > MAX_PIXELS:
+        raise DecodeError(f"image too large ({w}x{h} px > {MAX_PIXELS:,} px limit; decompression bomb?)")
+    try:
+        if size and im.format == "JPEG":
+            im.draft("RGB", (size, size))  # DCT-domain downscale, stays >= size
+        im.load()  # raises on truncated data: LOAD_TRUNCATED_IMAGES stays False
+        im = _exif_transpose(im)
+        im = _to_rgb(im)
+        arr = np.asarray(im, dtype=np.uint8)
+    except DecodeError:
+        raise
+    except MemoryError:
+        raise DecodeError("image too large to decode in memory") from None
+    except Exception as e:
+        raise DecodeError(f"corrupt or truncated image ({_short(e)})") from None
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise DecodeError(f"unexpected pixel layout {arr.shape}")
+    return _resize(arr, size) if size else arr
+
+
+def _exif_transpose(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # broken EXIF must not cost an otherwise good image
+        return im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Every Pillow mode to 8-bit RGB, preserving what a person would see."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit grayscale: Pillow's convert('L') clips at 255; rescale the range instead.
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") else max(float(a.max()), 1.0)
+        if mode == "F":
+            lo, hi = float(a.min()), float(a.max())
+            a = (a - lo) / max(hi - lo, 1e-12)
+        else:
+            a = a / hi
+        g = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(g[:, :, None], 3, axis=2), "RGB")
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode in ("RGBa", "La"):
+        im = im.convert("RGBA")
+    if im.mode in _ALPHA_MODES:
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _resize(arr: np.ndarray, size: int) -> np.ndarray:
+    """Squash to size x size (aspect not kept, as the tutorial and Keras do), antialiased bilinear."""
+    if arr.shape[0] == size and arr.shape[1] == size:
+        return np.ascontiguousarray(arr)
+    im = Image.fromarray(arr, "RGB").resize((size, size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg[:120]
+
+
+def read_and_decode(path, size: int | None = None) -> np.ndarray:
+    """Read a file and decode it; unreadable files become DecodeError too."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise DecodeError(f"cannot read file ({e.strerror or e})") from None
+    if len(data) > _MAX_FILE_BYTES:
+        raise DecodeError(f"file larger than {_MAX_FILE_BYTES >> 20} MiB; not a photo imgclf will decode")
+    return decode_image(data, size)
+
+
+_MAX_FILE_BYTES = 512 << 20

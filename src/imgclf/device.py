@@ -1,0 +1,86 @@
+"""Pick the device and precision, and describe the environment for config.json."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from .errors import ImgclfError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: cuda, then mps, then cpu. A forced device that is missing is a clear error."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ImgclfError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got '{name}'")
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ImgclfError(f"--device {name} requested but this torch build sees no CUDA GPU; use --device cpu")
+    if name == "mps" and not has_mps:
+        raise ImgclfError("--device mps requested but MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ImgclfError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast: matmuls/convs in bf16, reductions and the loss stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def environment(device: torch.device) -> dict:
+    from . import __version__
+
+    import numpy
+
+    env = {
+        "imgclf": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_has_fast_bf16(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        env["cpu"] = _cpu_name()
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

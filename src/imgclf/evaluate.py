@@ -1,0 +1,64 @@
+"""Stage 5: predictions on a split, scikit-learn metrics, confusion matrix, saved predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from .cache import CachedSplit
+from .device import autocast
+from .files import write_csv
+from .load import batches
+
+
+@torch.no_grad()
+def predict_logits(model, split: CachedSplit, to_input, device, precision: str, batch_size: int = 256) -> np.ndarray:
+    """Logits (N, classes) in float32 for a cached split, in stored order, no augmentation."""
+    model.eval()
+    out = []
+    for x, _ in batches(split, batch_size, shuffle=False):
+        with autocast(device, precision):
+            out.append(model(to_input(x)).float().cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy (a fraction), per-class and macro precision/recall/F1, confusion matrix."""
+    labels = list(range(len(classes)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "macro": {"precision": float(mp), "recall": float(mr), "f1": float(mf)},
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "classes": list(classes),
+    }
+
+
+def loss_and_predictions(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    t = torch.from_numpy(logits)
+    y = torch.from_numpy(labels)
+    losses = F.cross_entropy(t, y, reduction="none") if len(y) else torch.zeros(0)
+    probs = t.softmax(1).numpy() if len(y) else np.zeros_like(logits)
+    return float(losses.mean()) if len(y) else float("nan"), probs, losses.numpy()
+
+
+def save_predictions(path: Path, split: CachedSplit, probs: np.ndarray, losses: np.ndarray, classes: list[str]) -> None:
+    """One row per image: the evidence behind every metric, so anyone can recount them."""
+    pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
+    rows = (
+        [p, classes[t], classes[k], f"{probs[i, k]:.6f}", f"{losses[i]:.6f}", *(f"{v:.6f}" for v in probs[i])]
+        for i, (p, t, k) in enumerate(zip(split.paths, split.labels, pred))
+    )
+    write_csv(path, ["path", "true", "pred", "prob", "loss", *(f"p_{c}" for c in classes)], rows)

@@ -1,0 +1,95 @@
+"""PNG figures: learning curves, overlays across recipes, confusion matrices, image grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_LABEL = {"loss": "loss", "acc": "accuracy"}
+
+
+def _save(fig, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_history(history: list[dict], metric: str, path: Path, title: str = "") -> None:
+    """Train against val per epoch for one run. metric: 'loss' or 'acc' (accuracy, not loss)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ep = [h["epoch"] for h in history]
+    ax.plot(ep, [h[f"train_{metric}"] for h in history], "o-", label="train")
+    ax.plot(ep, [h[f"val_{metric}"] for h in history], "s--", label="val")
+    _style(ax, metric, title or f"{_LABEL[metric]} per epoch")
+    _save(fig, path)
+
+
+def plot_overlay(histories: dict[str, list[dict]], metric: str, path: Path) -> None:
+    """Every recipe on one axis: colour per recipe, solid = train, dashed = val."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, hist) in enumerate(histories.items()):
+        if not hist:
+            continue
+        c = colors[i % len(colors)]
+        ep = [h["epoch"] for h in hist]
+        ax.plot(ep, [h[f"train_{metric}"] for h in hist], "o-", color=c, label=f"{name} train")
+        ax.plot(ep, [h[f"val_{metric}"] for h in hist], "s--", color=c, label=f"{name} val")
+    _style(ax, metric, f"{_LABEL[metric]} per epoch, by recipe")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def _style(ax, metric: str, title: str) -> None:
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(_LABEL[metric])
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if metric == "acc":
+        ax.set_ylim(0, 1.02)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.legend()
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "confusion matrix") -> None:
+    n = len(classes)
+    size = max(4.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    hi = cm.max() if cm.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if cm[i, j] > hi / 2 else "black")
+    _save(fig, path)
+
+
+def plot_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, title: str = "") -> None:
+    """The tutorial's visualize_batch: a grid of images, each titled with its class."""
+    n = len(images)
+    cols = min(8, max(1, int(np.ceil(np.sqrt(n)))))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, t in zip(axes.flat, images, titles):
+        ax.imshow(img)
+        ax.set_title(t, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,161 @@
+"""Stage 1: scan a source folder, decode every file once, drop bad and duplicate images, split.
+
+Writes DATA/manifest.csv, dataset.json, rejected.csv, duplicates.csv; never touches SRC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .decode import decode_image
+from .errors import DecodeError, ImgclfError
+from .files import is_inside, prepare_out_dir, write_csv, write_json
+from .manifest import MANIFEST_COLUMNS, Dataset, load_dataset
+from .progress import default_workers, pmap
+from .scan import scan
+from .split import SPLITS, assign_splits, check_fractions
+
+MATERIALIZE = ("none", "copy", "hardlink", "symlink")
+
+
+@dataclass
+class PrepareConfig:
+    src: Path
+    out: Path
+    labels_from_filename: bool = False
+    val: float = 0.07  # the tutorial's fractions
+    test: float = 0.30
+    seed: int = 0
+    materialize: str = "none"
+    workers: int = field(default_factory=default_workers)
+    force: bool = False
+
+    def validate(self) -> None:
+        check_fractions(self.val, self.test)
+        if self.materialize not in MATERIALIZE:
+            raise ImgclfError(f"--materialize must be one of {', '.join(MATERIALIZE)}, got '{self.materialize}'")
+        if self.workers < 1:
+            raise ImgclfError(f"--workers must be >= 1, got {self.workers}")
+        if is_inside(self.out, self.src):
+            raise ImgclfError(f"--out {self.out} is inside the source {self.src}; imgclf never writes into a dataset")
+        if is_inside(self.src, self.out):
+            raise ImgclfError(f"--out {self.out} contains the source {self.src}; choose a separate folder")
+
+
+def check_file(path: Path) -> tuple[str, int, int, str, str]:
+    """Worker: read, hash and fully decode one file -> (path, width, height, sha256, reject reason)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return str(path), 0, 0, "", f"cannot read file ({e.strerror or e})"
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        arr = decode_image(data)
+    except DecodeError as e:
+        return str(path), 0, 0, sha, str(e)
+    return str(path), int(arr.shape[1]), int(arr.shape[0]), sha, ""
+
+
+def prepare(cfg: PrepareConfig) -> Dataset:
+    """Run the whole stage and return the loaded dataset."""
+    cfg.src, cfg.out = Path(cfg.src), Path(cfg.out)
+    cfg.validate()
+    found = scan(cfg.src, cfg.labels_from_filename)
+    out = prepare_out_dir(cfg.out, cfg.force, "dataset")
+
+    paths = [p for p, _ in found.files]
+    label_of = {str(p): c for p, c in found.files}
+    checked = list(pmap(check_file, paths, cfg.workers, "decode", chunksize=64))
+
+    good, rejected, duplicates = [], [], []
+    first_by_sha: dict[str, tuple[str, str]] = {}
+    for path, w, h, sha, reason in checked:
+        cls = label_of[path]
+        if reason:
+            rejected.append((path, cls, reason))
+            continue
+        if sha in first_by_sha:  # exact duplicate: keep the first (sorted order), list the rest
+            kept, kept_cls = first_by_sha[sha]
+            note = "same class" if kept_cls == cls else f"conflicting class: kept as {kept_cls}"
+            duplicates.append((path, cls, kept, note))
+            continue
+        first_by_sha[sha] = (path, cls)
+        good.append((path, cls, w, h, sha))
+
+    if not good:
+        raise ImgclfError(f"no decodable images in {cfg.src}; see {out / 'rejected.csv'}")
+    classes = sorted({c for _, c, *_ in good})
+    if len(classes) < 2:
+        write_csv(out / "rejected.csv", ["path", "class", "reason"], rejected)
+        raise ImgclfError(f"only class {classes[0]} has decodable images; need at least 2")
+
+    splits = assign_splits([c for _, c, *_ in good], cfg.val, cfg.test, cfg.seed)
+    rows = [(p, c, s, w, h, sha) for (p, c, w, h, sha), s in zip(good, splits)]
+    write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
+    write_csv(out / "rejected.csv", ["path", "class", "reason"], rejected)
+    write_csv(out / "duplicates.csv", ["path", "class", "duplicate_of", "note"], duplicates)
+
+    counts = {s: {c: 0 for c in classes} for s in SPLITS}
+    for _, c, s, *_ in rows:
+        counts[s][c] += 1
+    info = {
+        "classes": classes,
+        "counts": counts,
+        "total": len(rows),
+        "rejected": len(rejected),
+        "duplicates": len(duplicates),
+        "ignored_files": found.ignored,
+        "warnings": found.warnings,
+        "source": str(cfg.src.resolve()),
+        "labels_from_filename": cfg.labels_from_filename,
+        "seed": cfg.seed,
+        "fractions": {"train": round(1 - cfg.val - cfg.test, 6), "val": cfg.val, "test": cfg.test},
+        "materialize": cfg.materialize,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(out / "dataset.json", info)
+    if cfg.materialize != "none":
+        materialize(rows, out, cfg.materialize)
+    return load_dataset(out)
+
+
+def materialize(rows, out: Path, how: str) -> None:
+    """Lay out DATA/<split>/<class>/<file> the tutorial's way (copies or links of the originals)."""
+    used: set[Path] = set()
+    for path, cls, split, *_ in rows:
+        src = Path(path)
+        dst = out / split / cls / src.name
+        n = 1
+        while dst in used:  # same file name from different sub-folders
+            dst = dst.with_name(f"{src.stem}_{n}{src.suffix}")
+            n += 1
+        used.add(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if how == "copy":
+                shutil.copy2(src, dst)
+            elif how == "hardlink":
+                os.link(src, dst)
+            else:
+                os.symlink(src.resolve(), dst)
+        except OSError as e:
+            raise ImgclfError(f"--materialize {how} failed for {src} -> {dst}: {e.strerror or e}") from None
+
+
+def summary_rows(ds: Dataset) -> tuple[list[str], list[list[str]]]:
+    """Counts per split and class, for the printed table."""
+    counts = ds.info["counts"]
+    header = ["split", *ds.classes, "total"]
+    body = []
+    for s in SPLITS:
+        per = [counts[s].get(c, 0) for c in ds.classes]
+        body.append([s, *map(str, per), str(sum(per))])
+    tot = [sum(counts[s].get(c, 0) for s in SPLITS) for c in ds.classes]
+    body.append(["all", *map(str, tot), str(sum(tot))])
+    return header, body

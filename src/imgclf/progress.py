@@ -1,0 +1,101 @@
+"""Progress bars (rich) with rate and ETA, and an order-preserving parallel map that drives one."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+console = Console(stderr=True)
+
+
+class RateColumn(TextColumn):
+    """Items per second; rich's own speed column is for bytes."""
+
+    def __init__(self, unit: str = "it"):
+        super().__init__("")
+        self.unit = unit
+
+    def render(self, task):  # noqa: D102
+        from rich.text import Text
+
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
+
+
+def make_progress(unit: str = "img", extra: str = "") -> Progress:
+    """A bar showing done/total, rate, elapsed and ETA, plus an optional free-text field."""
+    cols = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=28),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    ]
+    if extra:
+        cols.append(TextColumn(extra))
+    return Progress(*cols, console=console, transient=False, disable=_quiet())
+
+
+def _quiet() -> bool:
+    return os.environ.get("IMGCLF_QUIET") == "1"
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def pmap(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    desc: str,
+    unit: str = "img",
+    chunksize: int = 32,
+    weight: Callable[[T], int] | None = None,
+) -> Iterator[R]:
+    """Map `fn` over `items` in `workers` processes, yielding results in input order.
+
+    Spawned (not forked) workers: the parent may hold torch's thread pools, which do not
+    survive a fork. Small jobs run in-process, where start-up would cost more than it saves.
+    `weight(item)` is how many units an item counts for on the bar (images in a chunk, say).
+    """
+    weight = weight or (lambda _: 1)
+    with make_progress(unit) as progress:
+        task = progress.add_task(desc, total=sum(weight(it) for it in items))
+        if workers <= 1 or len(items) < 4 * chunksize:
+            for it in items:
+                yield fn(it)
+                progress.advance(task, weight(it))
+            return
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            for it, r in zip(items, ex.map(fn, items, chunksize=chunksize)):
+                yield r
+                progress.advance(task, weight(it))
+
+
+def chunked(seq: Sequence[T], n: int) -> Iterable[Sequence[T]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]

@@ -1,0 +1,185 @@
+"""Optimizer recipes: the tutorial's four presets, plus any torch.optim recipe from YAML.
+
+Every hyperparameter of a preset lives here, next to the reason for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+
+from .errors import ImgclfError
+
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    optimizer: str  # a torch.optim class name, case-insensitive: sgd, adam, adamw, rmsprop, ...
+    lr: float
+    batch_size: int = 32
+    epochs: int | None = None  # None: the command's --epochs
+    momentum: float | None = None
+    nesterov: bool | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    description: str = ""
+
+    def validate(self) -> "Recipe":
+        where = f"recipe '{self.name}'"
+        if not self.name or any(ch in self.name for ch in "/\\ "):
+            raise ImgclfError(f"recipe name '{self.name}' must be non-empty with no spaces or slashes")
+        optimizer_class(self.optimizer, where)
+        if not (self.lr > 0 and self.lr < 1e3):
+            raise ImgclfError(f"{where}: lr must be a positive number, got {self.lr}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ImgclfError(f"{where}: batch_size must be an integer >= 1, got {self.batch_size}")
+        if self.epochs is not None and not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ImgclfError(f"{where}: epochs must be an integer >= 1, got {self.epochs}")
+        if self.momentum is not None and not 0 <= self.momentum < 1:
+            raise ImgclfError(f"{where}: momentum must be in [0, 1), got {self.momentum}")
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
+            raise ImgclfError(f"{where}: betas must be two numbers in [0, 1), got {self.betas}")
+        if self.weight_decay < 0:
+            raise ImgclfError(f"{where}: weight_decay must be >= 0, got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise ImgclfError(f"{where}: schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas) if self.betas else None
+        return d
+
+
+# The tutorial's experiment. All four share the model, the initial weights, the split and the
+# epochs; only the update rule (and the batch size it implies) differs, so the ranking isolates
+# the optimizer. Learning rates are the conventional safe defaults for each rule on a small CNN
+# trained from scratch, not tuned per dataset (compare --tune-lr is the fair way to do that).
+PRESETS: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe(
+            "vanilla-sgd", "sgd", lr=0.001, batch_size=1,
+            description="plain SGD, one example per step: noisy updates, so a 10x smaller lr than mini-batch",
+        ),
+        Recipe(
+            "minibatch-sgd", "sgd", lr=0.01, batch_size=32,
+            description="plain SGD on batches of 32: averaged gradients allow lr 0.01",
+        ),
+        Recipe(
+            "momentum", "sgd", lr=0.01, batch_size=32, momentum=0.9,
+            description="SGD with momentum 0.9 (the standard value), same lr and batch as minibatch-sgd",
+        ),
+        Recipe(
+            "adam", "adam", lr=0.001, batch_size=32, betas=(0.9, 0.999),
+            description="Adam with its paper's defaults (lr 1e-3, betas 0.9/0.999)",
+        ),
+    ]
+}
+TUTORIAL_PRESETS = ("vanilla-sgd", "minibatch-sgd", "momentum", "adam")
+
+
+def optimizer_class(name: str, where: str = "optimizer") -> type[torch.optim.Optimizer]:
+    by_lower = {
+        k.lower(): v
+        for k, v in vars(torch.optim).items()
+        if inspect.isclass(v) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer
+    }
+    try:
+        return by_lower[name.lower()]
+    except KeyError:
+        raise ImgclfError(f"{where}: unknown optimizer '{name}'; torch.optim has {', '.join(sorted(by_lower))}") from None
+
+
+def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
+    """Instantiate the recipe's torch.optim class with just the arguments it sets."""
+    cls = optimizer_class(recipe.optimizer, f"recipe '{recipe.name}'")
+    kwargs = {"lr": recipe.lr, "weight_decay": recipe.weight_decay}
+    if recipe.momentum is not None:
+        kwargs["momentum"] = recipe.momentum
+    if recipe.nesterov is not None:
+        kwargs["nesterov"] = recipe.nesterov
+    if recipe.betas is not None:
+        kwargs["betas"] = tuple(recipe.betas)
+    accepted = inspect.signature(cls.__init__).parameters
+    bad = [k for k in kwargs if k not in accepted and not (k == "weight_decay" and kwargs[k] == 0)]
+    if bad:
+        raise ImgclfError(f"recipe '{recipe.name}': {cls.__name__} takes no {', '.join(bad)}")
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    try:
+        return cls(params, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ImgclfError(f"recipe '{recipe.name}': {cls.__name__} rejected its settings: {e}") from None
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ImgclfError(
+            f"--optimizer '{name}' is not a preset ({', '.join(PRESETS)}); define it in a --recipes YAML file"
+        ) from None
+
+
+def with_overrides(recipe: Recipe, **overrides) -> Recipe:
+    """Apply command-line overrides (None means 'not given')."""
+    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
+def load_recipes(path: Path | str) -> list[Recipe]:
+    """Recipes from YAML: a list (or {recipes: [...]}) of mappings with Recipe's fields.
+
+    Example:
+        - name: adamw-wd
+          optimizer: adamw
+          lr: 0.001
+          weight_decay: 0.05
+          batch_size: 64
+    A mapping may also name a preset with `preset: adam` and override some fields.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ImgclfError(f"recipes file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise ImgclfError(f"recipes file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    items = doc.get("recipes") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not items:
+        raise ImgclfError(f"recipes file {path} must hold a non-empty list of recipes")
+    known = {f.name for f in fields(Recipe)}
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ImgclfError(f"{path}: recipe #{i + 1} must be a mapping, got {type(item).__name__}")
+        item = dict(item)
+        base = item.pop("preset", None)
+        unknown = set(item) - known
+        if unknown:
+            raise ImgclfError(f"{path}: recipe #{i + 1} has unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+        if "betas" in item and item["betas"] is not None:
+            item["betas"] = tuple(item["betas"])
+        try:
+            r = replace(get_recipe(base), **item) if base else Recipe(**item)
+        except TypeError as e:
+            raise ImgclfError(f"{path}: recipe #{i + 1}: {e}") from None
+        out.append(r.validate())
+    names = [r.name for r in out]
+    if len(set(names)) != len(names):
+        raise ImgclfError(f"{path}: recipe names must be unique, got {names}")
+    return out
+
+
+def recipe_from_dict(d: dict) -> Recipe:
+    d = dict(d)
+    if d.get("betas") is not None:
+        d["betas"] = tuple(d["betas"])
+    return Recipe(**d)

@@ -1,0 +1,89 @@
+"""Run-folder I/O: weights as safetensors, checkpoints loaded with weights_only=True.
+
+Nothing in a run folder is ever executed or imported: weights are plain tensors, settings are
+JSON, and a checkpoint carrying a pickled object is refused instead of loaded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import ImgclfError
+from .files import atomic_write_bytes, read_json, write_json
+
+WEIGHTS = "model.safetensors"
+MODEL_META = "model.json"
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_weights(run: Path, model: torch.nn.Module, meta: dict) -> None:
+    """model.safetensors (metadata inside too) + model.json: all that rebuilding the model needs."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = run / f".{WEIGHTS}.tmp"
+    save_file(state, str(tmp), metadata={"imgclf": json.dumps(meta)})
+    tmp.replace(run / WEIGHTS)
+    write_json(run / MODEL_META, meta)
+
+
+def load_model(run: Path | str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a trained model from a run folder: (model in eval mode, meta)."""
+    from .models import create_model
+
+    run = Path(run)
+    if not (run / WEIGHTS).is_file():
+        raise ImgclfError(f"{run} has no {WEIGHTS}; is it a finished `imgclf train` run folder?")
+    meta = read_json(run / MODEL_META)
+    try:
+        state = load_file(str(run / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ImgclfError(f"{run / WEIGHTS} is not a valid safetensors file ({e})") from None
+    model = create_model(meta["model"], len(meta["classes"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ImgclfError(f"{run / WEIGHTS} does not match model {meta['model']}: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), meta
+
+
+def save_checkpoint(run: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(run / CHECKPOINT, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """weights_only=True: tensors and plain containers only, so a tampered file cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ImgclfError(f"no checkpoint at {path}; nothing to resume") from None
+    except pickle.UnpicklingError as e:
+        raise ImgclfError(
+            f"refusing to load {path}: it holds pickled objects, not just tensors (tampered or foreign "
+            f"checkpoint): {str(e).splitlines()[0][:160]}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise ImgclfError(f"checkpoint {path} is unreadable or cut short ({str(e).splitlines()[0][:160]})") from None
+
+
+def read_config(run: Path | str) -> dict:
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise ImgclfError(f"{run} is not a run folder (no config.json)")
+    return read_json(run / "config.json")
+
+
+def write_status(run: Path, status: str, **extra) -> None:
+    write_json(run / "status.json", {"status": status, **extra})
+
+
+def read_status(run: Path) -> dict:
+    p = Path(run) / "status.json"
+    return read_json(p) if p.is_file() else {"status": "missing"}
