@@ -19,3 +19,7 @@ class Diverged(ImgclfError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+class Interrupted(ImgclfError):
+    """Ctrl-C during a long job, after whatever could be saved was saved."""

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .cache import CachedSplit, open_cache
 from .device import autocast, environment, pick_device, resolve_precision
-from .errors import Diverged, ImgclfError
+from .errors import Diverged, ImgclfError, Interrupted
 from .evaluate import compute_metrics, loss_and_predictions, predict_logits, save_predictions
 from .files import prepare_out_dir, write_csv, write_json
 from .load import Augment, augment, batches, input_fn
@@ -149,6 +149,12 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
             raise
+        except KeyboardInterrupt:
+            write_status(run, "interrupted", epoch=len(history))
+            raise Interrupted(
+                f"stopped in epoch {epoch}; {run} holds the checkpoint of epoch {len(history)}: "
+                f"continue with `imgclf train --resume {run}`"
+            ) from None
         val_logits = predict_logits(model, splits["val"], to_input, device, precision, cfg.eval_batch_size)
         val_loss, val_probs, _ = loss_and_predictions(val_logits, splits["val"].labels)
         val_acc = float((val_probs.argmax(1) == splits["val"].labels).mean()) if len(val_probs) else float("nan")

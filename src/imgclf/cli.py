@@ -1,0 +1,282 @@
+"""The `imgclf` command: a thin shell over the Python API. Errors print as one line, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ImgclfError, Interrupted
+from .progress import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Folder of labelled images in; trained, evaluated, honestly compared classifiers out.")
+out_console = Console()  # results go to stdout; progress and errors to stderr
+
+
+def _table(title: str, header: list[str], rows: list[list], justify_first: str = "left") -> Table:
+    t = Table(title=title, title_justify="left")
+    for i, h in enumerate(header):
+        t.add_column(h, justify=justify_first if i == 0 else "right")
+    for r in rows:
+        t.add_row(*[str(v) for v in r])
+    return t
+
+
+@app.command()
+def prepare(
+    src: Path = typer.Argument(..., help="folder with one sub-folder per class (or a flat folder, see below)"),
+    out: Path = typer.Option(..., "--out", "-o", help="dataset folder to write (manifest.csv, dataset.json, ...)"),
+    labels_from_filename: bool = typer.Option(False, help="flat folder of Kaggle-style names: cat.12.jpg -> cat"),
+    val: float = typer.Option(0.07, help="fraction of each class for validation"),
+    test: float = typer.Option(0.30, help="fraction of each class for the test split"),
+    seed: int = typer.Option(0, help="seed of the stratified split"),
+    materialize: str = typer.Option("none", help="also lay out DATA/<split>/<class>/: none|copy|hardlink|symlink"),
+    cache: Optional[int] = typer.Option(None, help="also build the decoded cache at this size (px), e.g. 224"),
+    workers: Optional[int] = typer.Option(None, help="decoding processes (default: all cores)"),
+    force: bool = typer.Option(False, help="replace an existing dataset folder made by imgclf"),
+):
+    """Scan SRC, reject undecodable files, drop duplicates, split train/val/test."""
+    from .prepare import PrepareConfig, prepare as run_prepare, summary_rows
+    from .progress import default_workers
+
+    cfg = PrepareConfig(src=src, out=out, labels_from_filename=labels_from_filename, val=val, test=test,
+                        seed=seed, materialize=materialize, workers=workers or default_workers(), force=force)
+    ds = run_prepare(cfg)
+    header, rows = summary_rows(ds)
+    out_console.print(_table(f"{out}: images per split and class", header, rows))
+    info = ds.info
+    out_console.print(
+        f"rejected: {info['rejected']} (see {out / 'rejected.csv'})   duplicates dropped: {info['duplicates']}"
+        f" (see {out / 'duplicates.csv'})   other files ignored: {info['ignored_files']}"
+    )
+    for w in info.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if cache:
+        from .cache import cache_dir, open_cache
+
+        open_cache(ds, cache, workers=cfg.workers)
+        out_console.print(f"cache: {cache_dir(ds, cache)}")
+
+
+@app.command()
+def show(
+    data: Path = typer.Argument(..., help="dataset folder written by `imgclf prepare`"),
+    split: str = typer.Option("train", help="train|val|test"),
+    out: Path = typer.Option(Path("batch.png"), "--out", "-o", help="PNG to write"),
+    n: int = typer.Option(16, help="how many images"),
+    seed: int = typer.Option(0, help="which random images"),
+    augmented: bool = typer.Option(False, help="show them as the training loader feeds them"),
+    model: str = typer.Option("seed-cnn", help="model whose input size --augmented uses"),
+):
+    """Save a grid of random images from one split, titled with their class."""
+    from .show import show as run_show
+
+    path = run_show(data, out, split=split, n=n, seed=seed, augmented=augmented, model=model)
+    out_console.print(f"wrote {path}")
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Argument(None, help="dataset folder written by `imgclf prepare`"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder to write"),
+    model: str = typer.Option("seed-cnn", help="architecture (see `imgclf models`)"),
+    optimizer: str = typer.Option("adam", help="preset recipe, or a recipe name from --recipes"),
+    recipes: Optional[Path] = typer.Option(None, help="YAML file of recipes to pick --optimizer from"),
+    epochs: int = typer.Option(10, help="epochs (a recipe's own epochs win)"),
+    lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
+    batch_size: Optional[int] = typer.Option(None, help="override the recipe's batch size"),
+    schedule: Optional[str] = typer.Option(None, help="override the LR schedule: constant|cosine|onecycle"),
+    seed: int = typer.Option(0, help="seed of init, data order, augmentation and dropout"),
+    device: str = typer.Option("auto", help="auto (cuda, mps, cpu) or force one"),
+    precision: str = typer.Option("auto", help="auto|bf16|fp32 (auto: bf16 where the hardware has it)"),
+    channels_last: bool = typer.Option(True, help="NHWC memory layout (faster convs)"),
+    vflip: bool = typer.Option(False, help="also augment with vertical flips"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
+    force: bool = typer.Option(False, help="replace an existing run folder made by imgclf"),
+):
+    """Train one model with one optimizer recipe; write weights, curves and test metrics."""
+    from .recipes import get_recipe, load_recipes, with_overrides
+    from .train import TrainConfig, config_from_run, train as run_train
+
+    if resume:
+        cfg = config_from_run(resume)
+    else:
+        if data is None or out is None:
+            raise ImgclfError("train needs DATA and --out RUN (or --resume RUN)")
+        if recipes:
+            by_name = {r.name: r for r in load_recipes(recipes)}
+            if optimizer not in by_name:
+                raise ImgclfError(f"--optimizer '{optimizer}' is not in {recipes} (has: {', '.join(by_name)})")
+            recipe = by_name[optimizer]
+        else:
+            recipe = get_recipe(optimizer)
+        recipe = with_overrides(recipe, lr=lr, batch_size=batch_size, schedule=schedule)
+        cfg = TrainConfig(data=data, out=out, model=model, recipe=recipe, epochs=recipe.epochs or epochs, seed=seed,
+                          device=device, precision=precision, channels_last=channels_last, vflip=vflip, force=force)
+    result = run_train(cfg, resume=resume is not None)
+    _print_metrics(result.metrics, f"{cfg.out}: test metrics")
+    out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="run folder written by `imgclf train`"),
+    split: str = typer.Option("test", help="train|val|test"),
+    data: Optional[Path] = typer.Option(None, help="dataset folder (default: the one the run trained on)"),
+    device: str = typer.Option("auto"),
+):
+    """Accuracy, precision, recall, F1 per class and macro, and the confusion matrix."""
+    from .train import evaluate_run
+
+    m = evaluate_run(run, split, data, device)
+    _print_metrics(m, f"{run}: {split} metrics")
+    suffix = "" if split == "test" else f"-{split}"
+    out_console.print(f"wrote {run / f'metrics{suffix}.json'}, {run / f'confusion{suffix}.png'}, "
+                      f"{run / f'predictions{suffix}.csv'}")
+
+
+def _print_metrics(m: dict, title: str) -> None:
+    rows = [[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
+            for c, v in m["per_class"].items()]
+    rows.append(["macro avg", f"{m['macro']['precision']:.3f}", f"{m['macro']['recall']:.3f}",
+                 f"{m['macro']['f1']:.3f}", m["n"]])
+    out_console.print(_table(title, ["class", "precision", "recall", "F1", "support"], rows))
+    out_console.print(f"accuracy: [bold]{m['accuracy']:.2%}[/bold] of {m['n']} images   loss: {m['loss']:.4f}")
+    cm = m["confusion_matrix"]
+    out_console.print(_table("confusion matrix (rows: true, columns: predicted)", ["", *m["classes"]],
+                             [[c, *row] for c, row in zip(m["classes"], cm)]))
+
+
+@app.command()
+def compare(
+    data: Path = typer.Argument(..., help="dataset folder written by `imgclf prepare`"),
+    out: Path = typer.Option(Path("compare"), "--out", "-o", help="comparison folder to write"),
+    optimizers: str = typer.Option("vanilla-sgd,minibatch-sgd,momentum,adam",
+                                   help="comma-separated presets (or names from --recipes)"),
+    recipes: Optional[Path] = typer.Option(None, help="YAML file defining recipes"),
+    epochs: int = typer.Option(2, help="epochs per recipe (a recipe's own epochs win)"),
+    model: str = typer.Option("seed-cnn"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+    precision: str = typer.Option("auto"),
+    resume: bool = typer.Option(False, help="continue --out, skipping recipes that finished"),
+    force: bool = typer.Option(False, help="replace an existing comparison folder made by imgclf"),
+):
+    """Train the same model from the same weights once per optimizer recipe; rank them on test data."""
+    from .compare import CompareConfig, compare as run_compare
+    from .recipes import get_recipe, load_recipes
+
+    pool = {r.name: r for r in load_recipes(recipes)} if recipes else {}
+    names = [n.strip() for n in optimizers.split(",") if n.strip()]
+    if recipes and optimizers == "vanilla-sgd,minibatch-sgd,momentum,adam":
+        names = list(pool)  # a recipes file alone means: compare its recipes
+    chosen = [pool[n] if n in pool else get_recipe(n) for n in names]
+    cfg = CompareConfig(data=data, out=out, recipes=chosen, model=model, epochs=epochs, seed=seed,
+                        device=device, precision=precision, force=force)
+    rows = run_compare(cfg, resume=resume)
+    _print_ranking(rows, f"{out}: ranking on the test split")
+    out_console.print(f"wrote {out / 'summary.csv'}, {out / 'ranking.md'}, {out / 'loss.png'}, {out / 'accuracy.png'}")
+
+
+def _print_ranking(rows: list[dict], title: str) -> None:
+    body = []
+    for r in rows:
+        if r["status"] == "done":
+            body.append([r["rank"], r["recipe"], f"{r['test_accuracy']:.2%}", f"{r['test_precision']:.3f}",
+                         f"{r['test_f1']:.3f}", f"{r['seconds']:.1f} s"])
+        else:
+            where = f" (epoch {r['diverged_epoch']})" if r["status"] == "diverged" else ""
+            body.append(["-", r["recipe"], f"{r['status']}{where}", "", "", f"{r['seconds']:.1f} s"])
+    out_console.print(_table(title, ["rank", "recipe", "test acc", "precision", "F1", "wall time"], body))
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="run folder written by `imgclf train`"),
+    inputs: List[Path] = typer.Argument(..., help="image files or folders"),
+    format: str = typer.Option("table", help="table|csv|json"),
+    batch_size: int = typer.Option(64),
+    device: str = typer.Option("auto"),
+):
+    """Print the predicted class and its probability for each image."""
+    from .predict import predict as run_predict
+
+    if format not in ("table", "csv", "json"):
+        raise ImgclfError(f"--format must be table, csv or json, got '{format}'")
+    res = run_predict(run, inputs, batch_size=batch_size, device=device)
+    if format == "json":
+        print(json.dumps(res, indent=2))
+    elif format == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["path", "class", "prob", "error"])
+        for r in res:
+            w.writerow([r["path"], r["class"], "" if r["prob"] is None else f"{r['prob']:.6f}", r["error"]])
+    else:
+        rows = [[r["path"], r["class"] or "-", f"{r['prob']:.2%}" if r["prob"] is not None else "-",
+                 r["error"]] for r in res]
+        out_console.print(_table(f"predictions ({run})", ["path", "class", "prob", "error"], rows))
+    bad = sum(1 for r in res if r["error"])
+    if bad:
+        console.print(f"[yellow]{bad} of {len(res)} files could not be read (see the error column)[/yellow]")
+
+
+@app.command()
+def models():
+    """List the registered models and optimizer presets."""
+    from .models import get_spec, list_models
+    from .recipes import PRESETS
+
+    out_console.print(_table("models", ["name", "input", "description"],
+                             [[n, f"{get_spec(n).input_size}px", get_spec(n).description] for n in list_models()]))
+    out_console.print(_table("optimizer presets", ["name", "optimizer", "lr", "batch", "momentum", "why"],
+                             [[r.name, r.optimizer, r.lr, r.batch_size, r.momentum or "", r.description]
+                              for r in PRESETS.values()]))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("imgclf-demo"), "--out", "-o", help="folder for everything the demo writes"),
+    epochs: int = typer.Option(2, help="epochs per optimizer"),
+):
+    """The whole pipeline on scikit-learn's bundled digits: prepare, show, compare, evaluate, predict."""
+    from .demo import run_demo
+
+    run_demo(out, epochs=epochs, report=out_console.print, ranking=_print_ranking, metrics=_print_metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors -> one line and exit 2; Ctrl-C -> exit 130; bugs -> one line + hint.
+
+    typer (standalone mode) prints usage errors itself and exits; everything else lands here.
+    """
+    try:
+        app(args=argv, prog_name="imgclf")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Interrupted as e:
+        console.print(f"[yellow]interrupted[/yellow]: {e}", highlight=False, soft_wrap=True)
+        return 130
+    except ImgclfError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except Exception as e:  # a bug in imgclf: keep it short, offer the traceback
+        if os.environ.get("IMGCLF_DEBUG"):
+            raise
+        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (set IMGCLF_DEBUG=1 for the traceback)",
+                      highlight=False, soft_wrap=True)
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script entry: exit with main()'s status."""
+    sys.exit(main())
