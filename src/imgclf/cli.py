@@ -17,7 +17,7 @@ from .progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Folder of labelled images in; trained, evaluated, honestly compared classifiers out.")
-out_console = Console()  # results go to stdout; progress and errors to stderr
+out_console = Console(width=None if sys.stdout.isatty() else 120)  # results go to stdout; progress and errors to stderr
 
 
 def _table(title: str, header: list[str], rows: list[list], justify_first: str = "left") -> Table:

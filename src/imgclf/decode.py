@@ -93,7 +93,7 @@ def _decode_pillow(data: bytes, size: int | None) -> np.ndarray:
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)") from None
     except Exception as e:  # malformed headers raise all sorts
-        raise DecodeError(f"unreadable image header ({_short(e)})") from None
+        raise DecodeError(f"corrupt or truncated image header ({_short(e)})") from None
     w, h = im.size
     if w <= 0 or h <= 0:
         raise DecodeError(f"image has no pixels ({w}x{h})")

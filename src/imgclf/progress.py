@@ -21,7 +21,10 @@ from rich.progress import (
 T = TypeVar("T")
 R = TypeVar("R")
 
-console = Console(stderr=True)
+import sys
+
+# Logs (CI, files) get a fixed 120 columns instead of rich's 80, so bars and tables don't wrap.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 class RateColumn(TextColumn):

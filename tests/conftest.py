@@ -1,0 +1,50 @@
+"""Fixtures: small image folders generated on the fly, and the optional real data in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("IMGCLF_QUIET", "1")  # no progress bars in test logs
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+COLORS = {"red": (200, 40, 40), "green": (40, 180, 40), "blue": (40, 40, 200)}
+
+
+def make_image(path: Path, color, size=(40, 32), seed=0, fmt=None) -> Path:
+    """A noisy flat-colour image: classes differ by colour, so tiny CNNs learn them in an epoch."""
+    rng = np.random.default_rng(seed)
+    a = (rng.normal(0, 25, (size[1], size[0], 3)) + np.array(color)).clip(0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path, format=fmt)
+    return path
+
+
+def make_folder(root: Path, classes=("red", "blue"), n=30, ext=".jpg") -> Path:
+    for c in classes:
+        for i in range(n):
+            make_image(root / c / f"{c}_{i}{ext}", COLORS[c], seed=hash((c, i)) % 2**32)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_folder(tmp_path / "src")
+
+
+@pytest.fixture
+def prepared(tmp_path, image_folder):
+    from imgclf.prepare import PrepareConfig, prepare
+
+    return prepare(PrepareConfig(src=image_folder, out=tmp_path / "data", workers=1))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED / "petimages").is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    return SHARED

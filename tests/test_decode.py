@@ -1,0 +1,145 @@
+"""Every odd or hostile file either decodes to the right RGB image or is rejected with a reason."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from imgclf.decode import MAX_PIXELS, decode_image, read_and_decode
+from imgclf.errors import DecodeError
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+RGB = Image.new("RGB", (20, 10), (250, 10, 10))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF"])
+def test_common_formats_decode_to_rgb(fmt):
+    a = decode_image(encode(RGB, fmt))
+    assert a.shape == (10, 20, 3) and a.dtype == np.uint8
+    assert a[..., 0].mean() > 200 and a[..., 2].mean() < 60  # still red
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "I;16", "LA", "1"])
+def test_modes_convert_to_rgb(mode):
+    im = RGB.convert(mode) if mode != "I;16" else Image.fromarray(np.full((10, 20), 40000, np.uint16))
+    fmt = "JPEG" if mode in ("L", "CMYK") else "PNG" if mode != "1" else "BMP"
+    a = decode_image(encode(im, fmt))
+    assert a.shape == (10, 20, 3)
+    if mode == "I;16":  # 16-bit is rescaled, not clipped to white
+        assert 150 < a.mean() < 160
+
+
+def test_cmyk_jpeg_keeps_colour():
+    a = decode_image(encode(RGB.convert("CMYK"), "JPEG", quality=95))
+    assert a[..., 0].mean() > 200 and a[..., 1].mean() < 60
+
+
+def test_alpha_composited_on_white():
+    im = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert decode_image(encode(im, "PNG")).min() == 255
+    p = Image.new("P", (8, 8), 0)
+    p.putpalette([0, 0, 0] * 256)
+    p.info["transparency"] = 0
+    assert decode_image(encode(p, "PNG", transparency=0)).min() == 255
+
+
+def test_exif_orientation_applied():
+    im = Image.new("RGB", (30, 10), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    a = decode_image(encode(im, "JPEG", exif=exif))
+    assert a.shape == (30, 10, 3)
+
+
+def test_animated_gif_first_frame():
+    frames = [Image.new("RGB", (6, 6), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    a = decode_image(buf.getvalue())
+    assert a[..., 0].mean() > 200
+
+
+def test_one_pixel_and_resize():
+    one = decode_image(encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), size=16)
+    assert one.shape == (16, 16, 3)
+    assert decode_image(encode(RGB, "JPEG"), size=7).shape == (7, 7, 3)
+
+
+def test_png_named_jpg(tmp_path):
+    p = tmp_path / "x.jpg"
+    p.write_bytes(encode(RGB, "PNG"))
+    assert read_and_decode(p).shape == (10, 20, 3)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"hello, this is text not an image\n" * 10, "not an image"),
+        (b"<html><body>404</body></html>", "not an image"),
+        (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not an image"),
+    ],
+)
+def test_rejects_non_images(data, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode_image(data)
+
+
+def test_truncated_jpeg_rejected():
+    big = Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 200, 3), dtype=np.uint8))
+    data = encode(big, "JPEG")
+    with pytest.raises(DecodeError, match="truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG claiming w x h pixels with a tiny zlib stream: a decompression bomb's header."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_rejected_from_header():
+    with pytest.raises(DecodeError, match="too large"):
+        decode_image(_png_header_only(30000, 30000))
+    assert 30000 * 30000 > MAX_PIXELS
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(DecodeError, match="cannot read"):
+        read_and_decode(tmp_path / "missing.jpg")
+
+
+SEEDS = [encode(RGB, "JPEG"), encode(RGB, "PNG"), encode(RGB.convert("P"), "GIF")]
+
+
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=st.sampled_from(SEEDS),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+    cut=st.integers(0, 10_000),
+)
+def test_fuzz_mutated_bytes_never_raise_anything_else(base, edits, cut):
+    data = bytearray(base)
+    for pos, val in edits:
+        if data:
+            data[pos % len(data)] = val
+    data = bytes(data[: max(0, len(data) - cut % (len(data) + 1))])
+    try:
+        a = decode_image(data)
+    except DecodeError:
+        return
+    assert a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8
