@@ -1,8 +1,33 @@
 """imgclf: a folder of labelled images in; a trained, evaluated, honestly compared classifier out.
 
-The CLI is a thin shell over these functions; each stage lives in its own module.
+The CLI is a thin shell over these functions; each stage lives in its own module:
+
+    from imgclf import prepare, PrepareConfig, train, TrainConfig, compare, CompareConfig
+    ds = prepare(PrepareConfig(src="PetImages", out="pets"))
+    result = train(TrainConfig(data="pets", out="run", epochs=2))
+    predict("run", ["my_cat.jpg"])
+
+Names resolve lazily, so `import imgclf` stays fast and torch loads only when needed.
 """
 
 __version__ = "0.1.0"
 
-from .errors import DecodeError, Diverged, ImgclfError  # noqa: E402
+from .errors import DecodeError, Diverged, ImgclfError, Interrupted  # noqa: E402
+
+_API = {
+    "scan": "scan", "assign_splits": "split", "prepare": "prepare", "PrepareConfig": "prepare",
+    "load_dataset": "manifest", "open_cache": "cache", "decode_image": "decode", "read_and_decode": "decode",
+    "create_model": "models", "list_models": "models", "Recipe": "recipes", "PRESETS": "recipes",
+    "load_recipes": "recipes", "train": "train", "TrainConfig": "train", "evaluate_run": "train",
+    "compare": "compare", "CompareConfig": "compare", "predict": "predict", "load_model": "runfolder",
+    "show": "show", "run_demo": "demo",
+}
+__all__ = ["__version__", "DecodeError", "Diverged", "ImgclfError", "Interrupted", *_API]
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'imgclf' has no attribute {name!r}")

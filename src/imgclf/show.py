@@ -29,11 +29,11 @@ def show(data: Path | str, out: Path | str = "batch.png", split: str = "train", 
     if not rows:
         raise ImgclfError(f"split '{split}' of {data} is empty")
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(rows), size=min(n, len(rows)), replace=False))
+    pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)  # random order, classes mixed
     titles = [rows[i]["class"] for i in pick]
     if augmented:
         cached = open_cache(ds, get_spec(model).input_size)[split]
-        x = torch.from_numpy(np.ascontiguousarray(cached.images[pick]))
+        x = torch.from_numpy(np.stack([cached.images[i] for i in pick]))
         x = augment(x, Augment(hflip=True, vflip=vflip), torch.Generator().manual_seed(seed))
         images = list(x.numpy())
         title = f"{split}: {len(pick)} images as the training loader feeds them ({get_spec(model).input_size}px, flips)"

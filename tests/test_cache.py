@@ -1,0 +1,69 @@
+import csv
+
+import numpy as np
+import pytest
+
+from imgclf.cache import cache_dir, open_cache
+from imgclf.decode import read_and_decode
+from imgclf.errors import ImgclfError
+from imgclf.manifest import load_dataset
+
+
+def test_cache_round_trips_pixels_exactly(prepared):
+    splits = open_cache(prepared, 24, workers=1)
+    for name, sp in splits.items():
+        assert sp.images.shape == (len(prepared.split_rows(name)), 24, 24, 3)
+        for i, path in enumerate(sp.paths):
+            assert np.array_equal(sp.images[i], read_and_decode(path, 24)), path
+        assert list(sp.labels) == prepared.labels(prepared.split_rows(name))
+
+
+def test_cache_parallel_build_matches_serial(tmp_path, image_folder):
+    from imgclf.prepare import PrepareConfig, prepare
+
+    ds = prepare(PrepareConfig(src=image_folder, out=tmp_path / "d", workers=1))
+    a = {k: np.array(v.images) for k, v in open_cache(ds, 16, workers=1).items()}
+    import shutil
+
+    shutil.rmtree(tmp_path / "d" / "cache")
+    b = {k: np.array(v.images) for k, v in open_cache(ds, 16, workers=2).items()}
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_stale_cache_is_rebuilt(prepared):
+    open_cache(prepared, 16, workers=1)
+    old = cache_dir(prepared, 16)
+    # Edit the manifest: move one image from test to train, as a re-split would.
+    path = prepared.root / "manifest.csv"
+    rows = list(csv.DictReader(path.open()))
+    i = next(i for i, r in enumerate(rows) if r["split"] == "test")
+    rows[i]["split"] = "train"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    ds2 = load_dataset(prepared.root)
+    new = cache_dir(ds2, 16)
+    assert new != old
+    splits = open_cache(ds2, 16, workers=1)
+    assert len(splits["train"]) == len(ds2.split_rows("train"))
+    assert not old.exists()  # the stale one was reclaimed
+
+
+def test_changed_image_is_detected(prepared):
+    p = prepared.rows[0]["path"]
+    with open(p, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ImgclfError, match="changed since prepare"):
+        open_cache(prepared, 16, workers=1)
+
+
+def test_cache_refuses_when_disk_too_small(prepared, monkeypatch):
+    import shutil
+
+    from imgclf import cache
+
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 1000))
+    with pytest.raises(ImgclfError, match="MiB free"):
+        open_cache(prepared, 64, workers=1)
+    assert not list((prepared.root / "cache").glob("*"))

@@ -1,0 +1,105 @@
+"""The CLI end to end on generated images, as a user would type it; errors are one line."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_folder, make_image, COLORS
+
+
+def imgclf(*args, cwd=None):
+    env = {"IMGCLF_QUIET": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "imgclf", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def assert_one_line_error(p, *needles):
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    err = p.stderr.strip()
+    assert err.startswith("error:") and all(n in err for n in needles), err
+
+
+def test_cli_whole_workflow(tmp_path):
+    src = make_folder(tmp_path / "src", classes=("red", "green", "blue"), n=12)
+    (src / "red" / "zero.jpg").write_bytes(b"")
+    data, run, cmp_ = tmp_path / "data", tmp_path / "run", tmp_path / "cmp"
+
+    p = imgclf("prepare", src, "--out", data, "--seed", "1")
+    assert p.returncode == 0, p.stderr
+    assert "rejected: 1" in p.stdout and "train" in p.stdout
+
+    p = imgclf("show", data, "--split", "train", "--out", tmp_path / "batch.png", "--augmented")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "batch.png").stat().st_size > 1000
+
+    p = imgclf("train", data, "--out", run, "--optimizer", "adam", "--epochs", "1", "--batch-size", "8")
+    assert p.returncode == 0, p.stderr
+    assert "accuracy:" in p.stdout and (run / "model.safetensors").is_file()
+
+    p = imgclf("evaluate", run, "--split", "val")
+    assert p.returncode == 0, p.stderr
+    assert (run / "metrics-val.json").is_file() and "macro avg" in p.stdout
+
+    recipes = tmp_path / "r.yaml"
+    recipes.write_text("- name: sgd-fast\n  optimizer: sgd\n  lr: 0.05\n  batch_size: 8\n"
+                       "- preset: adam\n  name: adam8\n  batch_size: 8\n")
+    p = imgclf("compare", data, "--out", cmp_, "--recipes", recipes, "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    summary = list(csv.DictReader((cmp_ / "summary.csv").open()))
+    assert {r["recipe"] for r in summary} == {"sgd-fast", "adam8"}
+    assert all(0 <= float(r["test_accuracy"]) <= 1 for r in summary)
+    assert (cmp_ / "accuracy.png").is_file() and (cmp_ / "loss.png").is_file()
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    good = make_image(tmp_path / "new" / "x.png", COLORS["green"], fmt="PNG")
+    p = imgclf("predict", run, good, bad, tmp_path / "missing.jpg", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert [bool(r["error"]) for r in res] == [False, True, True]
+    assert res[0]["class"] in ("red", "green", "blue") and 0 <= res[0]["prob"] <= 1
+    p = imgclf("predict", run, tmp_path / "new", "--format", "csv")
+    assert p.returncode == 0 and p.stdout.splitlines()[0] == "path,class,prob,error"
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    assert_one_line_error(imgclf("prepare", tmp_path / "nope", "--out", tmp_path / "d"), "does not exist")
+    src = make_folder(tmp_path / "src", classes=("red",), n=3)
+    assert_one_line_error(imgclf("prepare", src, "--out", tmp_path / "d"), "at least 2 classes")
+    assert_one_line_error(imgclf("train", tmp_path, "--out", tmp_path / "r"), "not a prepared dataset")
+    assert_one_line_error(imgclf("evaluate", tmp_path), "not a run folder")
+    src = make_folder(tmp_path / "src2", n=4)
+    assert imgclf("prepare", src, "--out", tmp_path / "d2").returncode == 0
+    assert_one_line_error(imgclf("prepare", src, "--out", tmp_path / "d2"), "--force")
+    assert_one_line_error(imgclf("prepare", src, "--out", tmp_path / "d3", "--test", "1.5"), "--test")
+    assert_one_line_error(imgclf("train", tmp_path / "d2", "--out", tmp_path / "r", "--optimizer", "lion"), "--optimizer")
+    p = imgclf("prepare", src)  # missing --out: typer's usage error, not a traceback
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_cli_compare_marks_divergence_and_others_carry_on(tmp_path):
+    src = make_folder(tmp_path / "src", n=10)
+    assert imgclf("prepare", src, "--out", tmp_path / "d").returncode == 0
+    recipes = tmp_path / "r.yaml"
+    recipes.write_text("- name: blowup\n  optimizer: sgd\n  lr: 100\n  batch_size: 1\n"
+                       "- name: fine\n  optimizer: adam\n  lr: 0.001\n  batch_size: 8\n")
+    p = imgclf("compare", tmp_path / "d", "--out", tmp_path / "c", "--recipes", recipes, "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    rows = {r["recipe"]: r for r in csv.DictReader((tmp_path / "c" / "summary.csv").open())}
+    assert rows["blowup"]["status"] == "diverged" and rows["blowup"]["diverged_epoch"] == "1"
+    assert rows["fine"]["status"] == "done" and rows["fine"]["rank"] == "1"
+    assert "diverged" in p.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs(tmp_path):
+    p = imgclf("demo", "--out", tmp_path / "demo", "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    assert "ranking" in p.stdout
+    for r in ("vanilla-sgd", "minibatch-sgd", "momentum", "adam"):
+        assert r in p.stdout
+    assert (tmp_path / "demo" / "compare" / "summary.csv").is_file()

@@ -1,0 +1,115 @@
+"""Training: run-folder contents, CPU determinism, resume, divergence, safe loading, bf16."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from imgclf.errors import Diverged, ImgclfError
+from imgclf.recipes import PRESETS, Recipe
+from imgclf.runfolder import load_checkpoint, load_model
+from imgclf.train import TrainConfig, config_from_run, train
+
+
+def cfg(prepared, out, **kw):
+    kw.setdefault("recipe", Recipe("adam", "adam", lr=0.002, batch_size=8))
+    kw.setdefault("epochs", 2)
+    return TrainConfig(data=prepared.root, out=out, workers=1, **kw)
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_a_complete_run_folder(prepared, tmp_path):
+    r = train(cfg(prepared, tmp_path / "run"))
+    run = tmp_path / "run"
+    for f in ["config.json", "history.csv", "model.safetensors", "model.json", "metrics.json", "loss.png",
+              "accuracy.png", "confusion.png", "predictions.csv", "checkpoint.pt"]:
+        assert (run / f).is_file(), f
+    conf = json.loads((run / "config.json").read_text())
+    assert conf["seed"] == 0 and conf["environment"]["torch"] == torch.__version__
+    assert conf["recipe"]["optimizer"] == "adam" and conf["model_meta"]["input_size"] == 224
+    hist = rows(run / "history.csv")
+    assert [h["epoch"] for h in hist] == ["1", "2"]
+    assert set(hist[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    m = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= m["accuracy"] <= 1.0 and m["accuracy"] == r.metrics["accuracy"]
+    # Recount every metric from the saved predictions.
+    preds = rows(run / "predictions.csv")
+    assert len(preds) == m["n"]
+    assert m["accuracy"] == pytest.approx(np.mean([p["true"] == p["pred"] for p in preds]))
+    model, meta = load_model(run)
+    assert meta["classes"] == ["blue", "red"] and isinstance(model, torch.nn.Module)
+
+
+def test_same_seed_same_numbers_on_cpu(prepared, tmp_path):
+    a = train(cfg(prepared, tmp_path / "a", seed=5))
+    b = train(cfg(prepared, tmp_path / "b", seed=5))
+    c = train(cfg(prepared, tmp_path / "c", seed=6))
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert a.metrics == b.metrics
+    assert strip(a.history) != strip(c.history)
+
+
+def test_resume_matches_uninterrupted(prepared, tmp_path):
+    full = train(cfg(prepared, tmp_path / "full", epochs=3))
+    train(cfg(prepared, tmp_path / "part", epochs=1))
+    # Pretend the 1-epoch run was the first third of a 3-epoch run that was killed.
+    conf = json.loads((tmp_path / "part" / "config.json").read_text())
+    conf["epochs"] = 3
+    (tmp_path / "part" / "config.json").write_text(json.dumps(conf))
+    resumed = train(config_from_run(tmp_path / "part"), resume=True)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    assert resumed.metrics == full.metrics
+
+
+def test_divergence_is_caught_and_last_checkpoint_kept(prepared, tmp_path):
+    bad = Recipe("boom", "sgd", lr=1e2, batch_size=1)
+    with pytest.raises(Diverged) as e:
+        train(cfg(prepared, tmp_path / "run", recipe=bad, epochs=2))
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "diverged" and status["epoch"] == e.value.epoch
+
+
+def test_tampered_checkpoint_is_refused(prepared, tmp_path):
+    train(cfg(prepared, tmp_path / "run", epochs=1))
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    ck = tmp_path / "run" / "checkpoint.pt"
+    torch.save({"model": {}, "evil": Payload()}, ck)
+    with pytest.raises(ImgclfError, match="refusing to load"):
+        load_checkpoint(ck)
+    assert not marker.exists()
+
+
+def test_bf16_and_fp32_agree_on_a_fixed_batch():
+    from imgclf.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("seed-cnn", 2).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = m(x).float()
+    rel = (low - ref).norm() / ref.norm()
+    assert rel < 2e-2, rel
+
+
+def test_bad_options_are_clear(prepared, tmp_path):
+    with pytest.raises(ImgclfError, match="--epochs"):
+        train(cfg(prepared, tmp_path / "r", epochs=0))
+    with pytest.raises(ImgclfError, match="--model"):
+        train(cfg(prepared, tmp_path / "r", model="nope"))
+    with pytest.raises(ImgclfError, match="--device"):
+        train(cfg(prepared, tmp_path / "r", device="tpu"))
