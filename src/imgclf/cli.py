@@ -50,7 +50,7 @@ def prepare(
                         seed=seed, materialize=materialize, workers=workers or default_workers(), force=force)
     ds = run_prepare(cfg)
     header, rows = summary_rows(ds)
-    out_console.print(_table(f"{out}: images per split and class", header, rows))
+    out_console.print(_table("images per split and class", header, rows))
     info = ds.info
     out_console.print(
         f"rejected: {info['rejected']} (see {out / 'rejected.csv'})   duplicates dropped: {info['duplicates']}"
@@ -150,7 +150,7 @@ def _print_metrics(m: dict, title: str) -> None:
     out_console.print(_table(title, ["class", "precision", "recall", "F1", "support"], rows))
     out_console.print(f"accuracy: [bold]{m['accuracy']:.2%}[/bold] of {m['n']} images   loss: {m['loss']:.4f}")
     cm = m["confusion_matrix"]
-    out_console.print(_table("confusion matrix (rows: true, columns: predicted)", ["", *m["classes"]],
+    out_console.print(_table("confusion matrix", ["true \\ predicted", *m["classes"]],
                              [[c, *row] for c, row in zip(m["classes"], cm)]))
 
 

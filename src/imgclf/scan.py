@@ -23,8 +23,11 @@ class ScanResult:
 
 
 def scan(src: Path | str, labels_from_filename: bool = False) -> ScanResult:
-    """List candidate image files and their classes under `src`; decoding happens later."""
-    src = Path(src)
+    """List candidate image files and their classes under `src`; decoding happens later.
+
+    Paths come back absolute, so a prepared dataset works from any working directory.
+    """
+    src = Path(src).absolute()
     if not src.exists():
         raise ImgclfError(f"source folder {src} does not exist")
     if not src.is_dir():
