@@ -18,9 +18,10 @@ def test_cache_round_trips_pixels_exactly(prepared):
         assert list(sp.labels) == prepared.labels(prepared.split_rows(name))
 
 
-def test_cache_parallel_build_matches_serial(tmp_path, image_folder):
+def test_cache_parallel_build_matches_serial(tmp_path, image_folder, monkeypatch):
     from imgclf.prepare import PrepareConfig, prepare
 
+    monkeypatch.setattr("imgclf.progress._MIN_PARALLEL", 0)  # use the process pool even for a small job
     ds = prepare(PrepareConfig(src=image_folder, out=tmp_path / "d", workers=1))
     a = {k: np.array(v.images) for k, v in open_cache(ds, 16, workers=1).items()}
     import shutil

@@ -72,7 +72,8 @@ def test_materialize(tmp_path, how):
     assert {s for s, _ in laid} <= {"train", "val", "test"}
 
 
-def test_prepare_parallel_matches_serial(tmp_path):
+def test_prepare_parallel_matches_serial(tmp_path, monkeypatch):
+    monkeypatch.setattr("imgclf.progress._MIN_PARALLEL", 0)  # use the process pool even for a small job
     src = make_folder(tmp_path / "src", n=150)
     a = prepare(PrepareConfig(src=src, out=tmp_path / "a", workers=1))
     b = prepare(PrepareConfig(src=src, out=tmp_path / "b", workers=2))

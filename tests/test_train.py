@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from imgclf.errors import Diverged, ImgclfError
-from imgclf.recipes import PRESETS, Recipe
+from imgclf.recipes import Recipe
 from imgclf.runfolder import load_checkpoint, load_model
 from imgclf.train import TrainConfig, config_from_run, train
 

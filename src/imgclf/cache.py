@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import RESIZE_METHOD, decode_image
+from .decode import RESIZE_METHOD, decode_image, read_file
 from .errors import DecodeError, ImgclfError
 from .files import read_json, write_json
 from .manifest import Dataset
@@ -97,21 +97,26 @@ def build_cache(ds: Dataset, size: int, workers: int) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        counts = {}
+        counts, jobs = {}, []
         for s in SPLITS:
             rows = ds.split_rows(s)
             counts[s] = len(rows)
             img_path = tmp / f"{s}-images.npy"
             arr = np.lib.format.open_memmap(img_path, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
             del arr  # workers open it themselves; nothing is held in this process
+            _reserve(img_path)
             np.save(tmp / f"{s}-labels.npy", np.asarray(ds.labels(rows), dtype=np.int64))
-            jobs = [
+            jobs += [
                 (str(img_path), i, size, [(r["path"], r["sha256"]) for r in rows[i : i + _CHUNK]])
                 for i in range(0, len(rows), _CHUNK)
             ]
-            for err in pmap(_fill_chunk, jobs, workers, f"cache {s} {size}px", chunksize=1, weight=lambda j: len(j[3])):
-                if err:
-                    raise ImgclfError(err)
+        # One pool for all splits: worker start-up is paid once.
+        for err in pmap(_fill_chunk, jobs, workers, f"cache {size}px", chunksize=1, weight=lambda j: len(j[3]),
+                        preload=("torch", "imgclf.cache")):
+            if err:
+                raise ImgclfError(err)
+        for s in SPLITS:  # durable before the rename makes the cache visible
+            _fsync(tmp / f"{s}-images.npy")
         write_json(
             tmp / "meta.json",
             {
@@ -129,7 +134,7 @@ def build_cache(ds: Dataset, size: int, workers: int) -> Path:
         os.replace(tmp, final)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise ImgclfError(
                 f"disk full while building the cache in {root}: nothing was replaced, earlier caches are intact; "
                 "free some space and run again"
@@ -139,6 +144,28 @@ def build_cache(ds: Dataset, size: int, workers: int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the file's blocks now. A memmap over a sparse file that meets a full disk dies of
+    SIGBUS mid-write; reserving first turns that into a clean ENOSPC before any decoding."""
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystems without fallocate
+                raise
+        finally:
+            os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove_stale(root: Path, size: int, keep: Path) -> None:
@@ -158,15 +185,13 @@ def _fill_chunk(job) -> str:
     arr = np.load(path, mmap_mode="r+")
     for k, (img_path, sha) in enumerate(items):
         try:
-            with open(img_path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            return f"{img_path}: cannot read ({e.strerror}); it was readable at prepare time, re-run prepare"
+            data = read_file(img_path)
+        except DecodeError as e:
+            return f"{img_path}: {e}; it was readable at prepare time, re-run prepare"
         if hashlib.sha256(data).hexdigest() != sha:
             return f"{img_path} changed since prepare; re-run `imgclf prepare` to refresh the manifest"
         try:
             arr[start + k] = decode_image(data, size)
         except DecodeError as e:
             return f"{img_path}: {e}; re-run `imgclf prepare`"
-    arr.flush()
-    return ""
+    return ""  # no flush here: the page cache serves readers; one fsync per file at the end

@@ -20,10 +20,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out_console = Console(width=None if sys.stdout.isatty() else 120)  # results go to stdout; progress and errors to stderr
 
 
-def _table(title: str, header: list[str], rows: list[list], justify_first: str = "left") -> Table:
+def _table(title: str, header: list[str], rows: list[list]) -> Table:
     t = Table(title=title, title_justify="left")
     for i, h in enumerate(header):
-        t.add_column(h, justify=justify_first if i == 0 else "right")
+        t.add_column(h, justify="left" if i == 0 else "right")
     for r in rows:
         t.add_row(*[str(v) for v in r])
     return t

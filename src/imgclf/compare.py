@@ -3,7 +3,7 @@ training run per optimizer recipe; then overlaid curves and a ranking on the tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -167,6 +167,3 @@ def ranking_markdown(rows: list[dict]) -> str:
             lines.append(f"| - | {r['recipe']} | {r['status']}{where} | | | | {r['seconds']:.1f} s |")
     return "\n".join(lines) + "\n"
 
-
-def with_epochs(recipes: list[Recipe], epochs: int | None) -> list[Recipe]:
-    return [replace(r, epochs=epochs) if epochs else r for r in recipes]

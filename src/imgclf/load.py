@@ -7,6 +7,7 @@ per image, and memory stays at a chunk's worth whatever the dataset's size.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -48,10 +49,22 @@ def batches(
         srt = np.argsort(idx, kind="stable")
         imgs = np.empty((len(idx), *split.images.shape[1:]), dtype=np.uint8)
         imgs[srt] = split.images[idx[srt]]
+        _release(split.images)
         x = torch.from_numpy(imgs)
         y = torch.from_numpy(split.labels[idx])
         for b0 in range(0, len(idx), batch_size):
             yield x[b0 : b0 + batch_size], y[b0 : b0 + batch_size]
+
+
+def _release(images: np.ndarray) -> None:
+    """Drop the memmap's pages from this process's resident set once a chunk is copied out.
+
+    The kernel keeps them in its page cache (re-reads stay fast), but they stop counting as our
+    RSS, so peak memory stays at a chunk's worth however large the dataset is.
+    """
+    mm = getattr(images, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:

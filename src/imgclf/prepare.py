@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .decode import decode_image
+from .decode import decode_image, read_file
 from .errors import DecodeError, ImgclfError
 from .files import is_inside, prepare_out_dir, write_csv, write_json
 from .manifest import MANIFEST_COLUMNS, Dataset, load_dataset
@@ -50,10 +50,9 @@ class PrepareConfig:
 def check_file(path: Path) -> tuple[str, int, int, str, str]:
     """Worker: read, hash and fully decode one file -> (path, width, height, sha256, reject reason)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        return str(path), 0, 0, "", f"cannot read file ({e.strerror or e})"
+        data = read_file(path)
+    except DecodeError as e:
+        return str(path), 0, 0, "", str(e)
     sha = hashlib.sha256(data).hexdigest()
     try:
         arr = decode_image(data)

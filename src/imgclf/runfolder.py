@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import ImgclfError
 from .files import atomic_write_bytes, read_json, write_json
@@ -26,9 +26,7 @@ CHECKPOINT = "checkpoint.pt"
 def save_weights(run: Path, model: torch.nn.Module, meta: dict) -> None:
     """model.safetensors (metadata inside too) + model.json: all that rebuilding the model needs."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = run / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp), metadata={"imgclf": json.dumps(meta)})
-    tmp.replace(run / WEIGHTS)
+    atomic_write_bytes(run / WEIGHTS, save(state, metadata={"imgclf": json.dumps(meta)}))
     write_json(run / MODEL_META, meta)
 
 
@@ -71,6 +69,12 @@ def load_checkpoint(path: Path) -> dict:
         ) from None
     except (RuntimeError, EOFError, ValueError) as e:
         raise ImgclfError(f"checkpoint {path} is unreadable or cut short ({str(e).splitlines()[0][:160]})") from None
+
+
+def sweep_temp_files(run: Path) -> None:
+    """Remove half-written temp files a killed process left behind (the real files are intact)."""
+    for p in Path(run).glob(".*.tmp*"):
+        p.unlink(missing_ok=True)
 
 
 def read_config(run: Path | str) -> dict:

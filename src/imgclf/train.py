@@ -27,7 +27,7 @@ from .models import create_model, get_spec
 from .plots import plot_confusion, plot_history
 from .progress import default_workers, make_progress
 from .recipes import PRESETS, Recipe, build_optimizer, recipe_from_dict
-from .runfolder import load_checkpoint, read_config, save_checkpoint, save_weights, write_status
+from .runfolder import load_checkpoint, read_config, save_checkpoint, save_weights, sweep_temp_files, write_status
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
@@ -74,7 +74,6 @@ class RunResult:
     history: list[dict]
     metrics: dict | None  # test metrics when done
     seconds: float
-    diverged_at: dict | None = None
 
 
 def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = False) -> RunResult:
@@ -82,14 +81,24 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     cfg.validate()
     recipe = cfg.recipe
     run = Path(cfg.out)
-    if not resume:
-        prepare_out_dir(run, cfg.force, "run")
-
-    # --- device, data, model -------------------------------------------------------------
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     ds = load_dataset(cfg.data)
     spec = get_spec(cfg.model)
+    meta = {**spec.meta(), "classes": ds.classes, "num_classes": len(ds.classes)}
+    if resume:
+        sweep_temp_files(run)
+    else:
+        prepare_out_dir(run, cfg.force, "run")
+        # Written before any slow step: with config.json in place, a run killed at any later point resumes.
+        write_json(run / "config.json", {
+            **cfg.to_dict(), "precision_resolved": precision, "model_meta": meta,
+            "dataset": {"root": str(Path(cfg.data).resolve()), "manifest_sha256": ds.manifest_sha256,
+                        "counts": {s: len(ds.split_rows(s)) for s in ("train", "val", "test")}},
+            "environment": environment(device),
+        })
+
+    # --- data and model ------------------------------------------------------------------------
     splits = open_cache(ds, spec.input_size, workers=cfg.workers)
     if len(splits["train"]) == 0:
         raise ImgclfError(f"{cfg.data} has no training images; re-run prepare with smaller --val/--test")
@@ -112,8 +121,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     aug = Augment(hflip=cfg.hflip, vflip=cfg.vflip)
     history: list[dict] = []
 
-    meta = {**spec.meta(), "classes": ds.classes, "num_classes": len(ds.classes)}
-    if resume:
+    if resume and (run / "checkpoint.pt").is_file():  # else: killed before epoch 1 ended, start over
         state = load_checkpoint(run / "checkpoint.pt")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -122,18 +130,6 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         aug_gen.set_state(state["rng"]["aug"])
         torch.set_rng_state(state["rng"]["torch"])
         history = list(state["history"])
-    else:
-        write_json(
-            run / "config.json",
-            {
-                **cfg.to_dict(),
-                "precision_resolved": precision,
-                "model_meta": meta,
-                "dataset": {"root": str(Path(cfg.data).resolve()), "manifest_sha256": ds.manifest_sha256,
-                            "counts": {s: len(v) for s, v in splits.items()}},
-                "environment": environment(device),
-            },
-        )
     write_status(run, "running", epoch=len(history))
 
     # --- epochs ------------------------------------------------------------------------------
