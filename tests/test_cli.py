@@ -85,7 +85,7 @@ def test_cli_compare_marks_divergence_and_others_carry_on(tmp_path):
     src = make_folder(tmp_path / "src", n=10)
     assert imgclf("prepare", src, "--out", tmp_path / "d").returncode == 0
     recipes = tmp_path / "r.yaml"
-    recipes.write_text("- name: blowup\n  optimizer: sgd\n  lr: 100\n  batch_size: 1\n"
+    recipes.write_text("- name: blowup\n  optimizer: sgd\n  lr: 1.0e+30\n  batch_size: 1\n"
                        "- name: fine\n  optimizer: adam\n  lr: 0.001\n  batch_size: 8\n")
     p = imgclf("compare", tmp_path / "d", "--out", tmp_path / "c", "--recipes", recipes, "--epochs", "1")
     assert p.returncode == 0, p.stderr

@@ -35,7 +35,8 @@ def test_train_writes_a_complete_run_folder(prepared, tmp_path):
     assert conf["recipe"]["optimizer"] == "adam" and conf["model_meta"]["input_size"] == 224
     hist = rows(run / "history.csv")
     assert [h["epoch"] for h in hist] == ["1", "2"]
-    assert set(hist[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert set(hist[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"}
+    assert (run / "report.html").is_file()
     m = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= m["accuracy"] <= 1.0 and m["accuracy"] == r.metrics["accuracy"]
     # Recount every metric from the saved predictions.
@@ -70,7 +71,7 @@ def test_resume_matches_uninterrupted(prepared, tmp_path):
 
 
 def test_divergence_is_caught_and_last_checkpoint_kept(prepared, tmp_path):
-    bad = Recipe("boom", "sgd", lr=1e2, batch_size=1)
+    bad = Recipe("boom", "sgd", lr=1e30, batch_size=1)  # the last bias always gets a gradient: inf, then NaN
     with pytest.raises(Diverged) as e:
         train(cfg(prepared, tmp_path / "run", recipe=bad, epochs=2))
     status = json.loads((tmp_path / "run" / "status.json").read_text())

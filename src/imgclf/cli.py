@@ -122,7 +122,7 @@ def train(
                           device=device, precision=precision, channels_last=channels_last, vflip=vflip, force=force)
     result = run_train(cfg, resume=resume is not None)
     _print_metrics(result.metrics, f"{cfg.out}: test metrics")
-    out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")
+    out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s); report: {result.run_dir / 'report.html'}")
 
 
 @app.command()
@@ -162,6 +162,13 @@ def compare(
                                    help="comma-separated presets (or names from --recipes)"),
     recipes: Optional[Path] = typer.Option(None, help="YAML file defining recipes"),
     epochs: int = typer.Option(2, help="epochs per recipe (a recipe's own epochs win)"),
+    seeds: int = typer.Option(1, help="train each recipe this many times (seeds --seed, --seed+1, ...)"),
+    resplit: bool = typer.Option(False, help="with --seeds: each seed also draws its own split"),
+    budget: Optional[str] = typer.Option(None, help="equal budget per recipe: epochs=N | steps=N | seconds=S"),
+    target: Optional[float] = typer.Option(None, help="report time and steps to reach this val accuracy"),
+    tune_lr: bool = typer.Option(False, help="pick each recipe's lr by a short search on the val split first"),
+    tune_epochs: int = typer.Option(1, help="epochs per learning rate tried by --tune-lr"),
+    jobs: int = typer.Option(1, help="train this many recipes at once in worker processes"),
     model: str = typer.Option("seed-cnn"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
@@ -169,7 +176,7 @@ def compare(
     resume: bool = typer.Option(False, help="continue --out, skipping recipes that finished"),
     force: bool = typer.Option(False, help="replace an existing comparison folder made by imgclf"),
 ):
-    """Train the same model from the same weights once per optimizer recipe; rank them on test data."""
+    """Train the same model from the same weights once per optimizer recipe (and seed); rank them."""
     from .compare import CompareConfig, compare as run_compare
     from .recipes import get_recipe, load_recipes
 
@@ -178,23 +185,39 @@ def compare(
     if recipes and optimizers == "vanilla-sgd,minibatch-sgd,momentum,adam":
         names = list(pool)  # a recipes file alone means: compare its recipes
     chosen = [pool[n] if n in pool else get_recipe(n) for n in names]
-    cfg = CompareConfig(data=data, out=out, recipes=chosen, model=model, epochs=epochs, seed=seed,
-                        device=device, precision=precision, force=force)
+    cfg = CompareConfig(data=data, out=out, recipes=chosen, model=model, epochs=epochs, seed=seed, seeds=seeds,
+                        resplit=resplit, budget=budget, target=target, tune_lr=tune_lr, tune_epochs=tune_epochs,
+                        jobs=jobs, device=device, precision=precision, force=force)
     rows = run_compare(cfg, resume=resume)
     _print_ranking(rows, f"{out}: ranking on the test split")
-    out_console.print(f"wrote {out / 'summary.csv'}, {out / 'ranking.md'}, {out / 'loss.png'}, {out / 'accuracy.png'}")
+    out_console.print(f"wrote {out / 'report.html'}, {out / 'summary.csv'}, {out / 'ranking.md'}, "
+                      f"{out / 'loss.png'}, {out / 'accuracy.png'}")
 
 
 def _print_ranking(rows: list[dict], title: str) -> None:
+    multi = any(int(r.get("seeds", 1)) > 1 for r in rows)
+    target = any(r.get("target") not in (None, "") for r in rows)
+    header = ["rank", "recipe", "test acc"] + (["95% CI", "better than"] if multi else []) + \
+        ["precision", "F1"] + (["to target"] if target else []) + ["wall time"]
     body = []
     for r in rows:
-        if r["status"] == "done":
-            body.append([r["rank"], r["recipe"], f"{r['test_accuracy']:.2%}", f"{r['test_precision']:.3f}",
-                         f"{r['test_f1']:.3f}", f"{r['seconds']:.1f} s"])
+        if r.get("rank"):
+            acc = f"{r['test_accuracy']:.2%}" + (f" ± {r['test_accuracy_std']:.2%}" if multi else "")
+            line = [r["rank"], r["recipe"], acc]
+            if multi:
+                line += [f"{r['test_accuracy_ci_low']:.2%} to {r['test_accuracy_ci_high']:.2%}", r["better_than"] or "-"]
+            line += [f"{r['test_precision']:.3f}", f"{r['test_f1']:.3f}"]
         else:
             where = f" (epoch {r['diverged_epoch']})" if r["status"] == "diverged" else ""
-            body.append(["-", r["recipe"], f"{r['status']}{where}", "", "", f"{r['seconds']:.1f} s"])
-    out_console.print(_table(title, ["rank", "recipe", "test acc", "precision", "F1", "wall time"], body))
+            line = ["-", r["recipe"], f"{r['status']}{where}"] + ([""] * 2 if multi else []) + ["", ""]
+        if target:
+            t = r.get("seconds_to_target", "")
+            line.append(f"{t:.1f} s" if isinstance(t, float) else (t or "never"))
+        line.append(f"{r['seconds']:.1f} s")
+        body.append(line)
+    out_console.print(_table(title, header, body))
+    if multi:
+        out_console.print("± is one std over seeds; 'better than': paired t-test over seeds, Holm-adjusted p < 0.05")
 
 
 @app.command()
@@ -227,6 +250,16 @@ def predict(
     bad = sum(1 for r in res if r["error"])
     if bad:
         console.print(f"[yellow]{bad} of {len(res)} files could not be read (see the error column)[/yellow]")
+
+
+@app.command()
+def report(
+    folder: Path = typer.Argument(..., help="a run folder or a comparison folder"),
+):
+    """(Re)build the self-contained HTML report of a run or a comparison from its files."""
+    from .report import build_report
+
+    out_console.print(f"wrote {build_report(folder)}")
 
 
 @app.command()

@@ -32,19 +32,51 @@ def plot_history(history: list[dict], metric: str, path: Path, title: str = "") 
     _save(fig, path)
 
 
-def plot_overlay(histories: dict[str, list[dict]], metric: str, path: Path) -> None:
-    """Every recipe on one axis: colour per recipe, solid = train, dashed = val."""
+def plot_overlay(histories: dict[str, list[list[dict]]], metric: str, path: Path) -> None:
+    """Every recipe on one axis: colour per recipe, solid = train, dashed = val.
+
+    With several seeds per recipe the line is the mean and the band spans mean +- one std."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, hist) in enumerate(histories.items()):
-        if not hist:
+    for i, (name, runs) in enumerate(histories.items()):
+        runs = [h for h in runs if h]
+        if not runs:
             continue
         c = colors[i % len(colors)]
-        ep = [h["epoch"] for h in hist]
-        ax.plot(ep, [h[f"train_{metric}"] for h in hist], "o-", color=c, label=f"{name} train")
-        ax.plot(ep, [h[f"val_{metric}"] for h in hist], "s--", color=c, label=f"{name} val")
+        n = min(len(h) for h in runs)  # time budgets can end seeds at different epochs
+        ep = [h["epoch"] for h in runs[0][:n]]
+        for part, style in (("train", "o-"), ("val", "s--")):
+            a = np.array([[h[f"{part}_{metric}"] for h in run[:n]] for run in runs])
+            mean = a.mean(0)
+            ax.plot(ep, mean, style, color=c, label=f"{name} {part}" + (f" (mean of {len(runs)})" if len(runs) > 1 else ""))
+            if len(runs) > 1:
+                std = a.std(0, ddof=1)
+                ax.fill_between(ep, mean - std, mean + std, color=c, alpha=0.15, linewidth=0)
     _style(ax, metric, f"{_LABEL[metric]} per epoch, by recipe")
     ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def plot_lr_search(rows: list[dict], chosen: dict[str, float], path: Path) -> None:
+    """Val accuracy against learning rate (log axis) per recipe; the chosen lr is circled."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(dict.fromkeys(r["recipe"] for r in rows)):
+        pts = [(r["lr"], r["val_acc"]) for r in rows if r["recipe"] == name and r["status"] == "done"]
+        if not pts:
+            continue
+        c = colors[i % len(colors)]
+        ax.plot(*zip(*pts), "o-", color=c, label=name)
+        best = [p for p in pts if p[0] == chosen.get(name)]
+        if best:
+            ax.plot(*best[0], "o", markersize=14, markerfacecolor="none", markeredgecolor=c)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("val accuracy")
+    ax.set_title("learning-rate search (circled: chosen)")
+    ax.grid(alpha=0.3)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.legend(fontsize=8)
     _save(fig, path)
 
 

@@ -35,7 +35,7 @@ class Recipe:
         if not self.name or any(ch in self.name for ch in "/\\ "):
             raise ImgclfError(f"recipe name '{self.name}' must be non-empty with no spaces or slashes")
         optimizer_class(self.optimizer, where)
-        if not (self.lr > 0 and self.lr < 1e3):
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
             raise ImgclfError(f"{where}: lr must be a positive number, got {self.lr}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ImgclfError(f"{where}: batch_size must be an integer >= 1, got {self.batch_size}")

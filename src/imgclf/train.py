@@ -29,7 +29,7 @@ from .progress import default_workers, make_progress
 from .recipes import PRESETS, Recipe, build_optimizer, recipe_from_dict
 from .runfolder import load_checkpoint, read_config, save_checkpoint, save_weights, sweep_temp_files, write_status
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"]
 
 
 @dataclass
@@ -48,6 +48,10 @@ class TrainConfig:
     eval_batch_size: int = 256
     workers: int = field(default_factory=default_workers)
     force: bool = False
+    report: bool = True  # write report.html at the end (compare writes one for all recipes instead)
+    evaluate_test: bool = True  # off for LR tuning, which must only ever look at the val split
+    max_steps: int | None = None  # budget in optimizer steps (stops mid-epoch); None: whole epochs
+    max_seconds: float | None = None  # budget in training wall time; None: no limit
 
     def validate(self) -> "TrainConfig":
         get_spec(self.model)
@@ -58,6 +62,10 @@ class TrainConfig:
             raise ImgclfError(f"--seed must be >= 0, got {self.seed}")
         if self.eval_batch_size < 1:
             raise ImgclfError(f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ImgclfError(f"--budget steps must be >= 1, got {self.max_steps}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ImgclfError(f"--budget seconds must be > 0, got {self.max_seconds}")
         return self
 
     def to_dict(self) -> dict:
@@ -114,7 +122,10 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     # --- optimizer and schedule --------------------------------------------------------------
     optimizer = build_optimizer(recipe, model.parameters())
     steps_per_epoch = math.ceil(len(splits["train"]) / recipe.batch_size)
-    scheduler = _scheduler(optimizer, recipe.schedule, steps_per_epoch * cfg.epochs)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    scheduler = _scheduler(optimizer, recipe.schedule, total_steps)
     order_gen = torch.Generator().manual_seed(cfg.seed)  # data order
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)  # flips
     torch.manual_seed(cfg.seed + 2)  # dropout stream, independent of the init above
@@ -135,12 +146,17 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     # --- epochs ------------------------------------------------------------------------------
     loss_fn = nn.CrossEntropyLoss()
     t_start = time.perf_counter() - sum(h["seconds"] for h in history)
+    steps_done = int(history[-1].get("steps", 0)) if history else 0
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
+        budget = _Budget(
+            steps=None if cfg.max_steps is None else cfg.max_steps - steps_done,
+            deadline=None if cfg.max_seconds is None else t0 + cfg.max_seconds - (t0 - t_start),
+        )
         try:
-            tr_loss, tr_acc = _train_epoch(
+            tr_loss, tr_acc, steps = _train_epoch(
                 model, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
-                order_gen, aug_gen, device, precision, f"{recipe.name} {epoch}/{cfg.epochs}", epoch,
+                order_gen, aug_gen, device, precision, f"{recipe.name} {epoch}/{cfg.epochs}", epoch, budget,
             )
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
@@ -151,12 +167,14 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 f"stopped in epoch {epoch}; {run} holds the checkpoint of epoch {len(history)}: "
                 f"continue with `imgclf train --resume {run}`"
             ) from None
+        steps_done += steps
         val_logits = predict_logits(model, splits["val"], to_input, device, precision, cfg.eval_batch_size)
         val_loss, val_probs, _ = loss_and_predictions(val_logits, splits["val"].labels)
         val_acc = float((val_probs.argmax(1) == splits["val"].labels).mean()) if len(val_probs) else float("nan")
         history.append({
             "epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": val_loss, "val_acc": val_acc,
             "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3),
+            "steps": steps_done,
         })
         write_csv(run / "history.csv", HISTORY_COLUMNS, ([h[c] for c in HISTORY_COLUMNS] for h in history))
         save_checkpoint(run, {
@@ -164,22 +182,48 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             "scheduler": scheduler.state_dict(), "history": history,
             "rng": {"order": order_gen.get_state(), "aug": aug_gen.get_state(), "torch": torch.get_rng_state()},
         })
+        if budget.spent:
+            break
 
     # --- weights, curves, test metrics ---------------------------------------------------------
     save_weights(run, model, meta)
     plot_history(history, "loss", run / "loss.png", f"{recipe.name}: loss")
     plot_history(history, "acc", run / "accuracy.png", f"{recipe.name}: accuracy")
-    metrics = evaluate_model(model, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
-                             cfg.eval_batch_size)
+    metrics = None
+    if cfg.evaluate_test:
+        metrics = evaluate_model(model, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
+                                 cfg.eval_batch_size)
     seconds = time.perf_counter() - t_start
     write_status(run, "done", epoch=len(history), seconds=round(seconds, 3))
+    if cfg.report and cfg.evaluate_test:
+        from .report import build_report
+
+        build_report(run)
     return RunResult(run, "done", history, metrics, seconds)
 
 
+@dataclass
+class _Budget:
+    """What is left of a step or time budget for this epoch; `spent` once either runs out."""
+
+    steps: int | None = None
+    deadline: float | None = None
+    spent: bool = False
+
+    def exhausted(self, steps_this_epoch: int) -> bool:
+        if self.steps is not None and steps_this_epoch >= self.steps:
+            self.spent = True
+        elif self.deadline is not None and time.perf_counter() >= self.deadline:
+            self.spent = True
+        return self.spent
+
+
 def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, loss_fn, to_input, aug,
-                 order_gen, aug_gen, device, precision, desc, epoch) -> tuple[float, float]:
-    """One pass over the training split. Loss/accuracy sums stay on the device until the bar
-    refreshes, so batch-size-1 SGD is not slowed by a host sync per step."""
+                 order_gen, aug_gen, device, precision, desc, epoch, budget: _Budget) -> tuple[float, float, int]:
+    """One pass over the training split (or until the budget runs out): (loss, accuracy, steps).
+
+    Loss/accuracy sums stay on the device until the bar refreshes, so batch-size-1 SGD is not
+    slowed by a host sync per step."""
     model.train()
     n = len(split)
     loss_sum = torch.zeros((), device=device)
@@ -203,13 +247,16 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == yb).sum()
             now = time.perf_counter()
-            if now - last_ui > 0.25 or seen == n:
+            stop = budget.exhausted(step)
+            if now - last_ui > 0.25 or seen == n or stop:
                 last_ui = now
                 total = float(loss_sum)  # one sync per refresh: also the divergence check
                 if not math.isfinite(total):
                     raise Diverged(f"loss became {total} at epoch {epoch}, step {step}", epoch, step)
                 bar.update(task, completed=seen, loss=f"{total / seen:.4f}", acc=f"{int(correct) / seen:.2%}")
-    return float(loss_sum) / n, int(correct) / n
+            if stop:
+                break
+    return float(loss_sum) / seen, int(correct) / seen, step
 
 
 def _scheduler(optimizer, schedule: str, total_steps: int):
