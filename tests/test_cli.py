@@ -19,8 +19,9 @@ def imgclf(*args, cwd=None):
 def assert_one_line_error(p, *needles):
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
-    err = p.stderr.strip()
-    assert err.startswith("error:") and all(n in err for n in needles), err
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and p.stderr.rstrip().endswith(errors[0]), p.stderr  # exactly one error line, last
+    assert all(n in errors[0] for n in needles), errors[0]
 
 
 def test_cli_whole_workflow(tmp_path):
@@ -70,7 +71,7 @@ def test_cli_errors_are_one_line(tmp_path):
     assert_one_line_error(imgclf("prepare", tmp_path / "nope", "--out", tmp_path / "d"), "does not exist")
     src = make_folder(tmp_path / "src", classes=("red",), n=3)
     assert_one_line_error(imgclf("prepare", src, "--out", tmp_path / "d"), "at least 2 classes")
-    assert_one_line_error(imgclf("train", tmp_path, "--out", tmp_path / "r"), "not a prepared dataset")
+    assert_one_line_error(imgclf("train", tmp_path / "src", "--out", tmp_path / "r"), "at least 2 classes")
     assert_one_line_error(imgclf("evaluate", tmp_path), "not a run folder")
     src = make_folder(tmp_path / "src2", n=4)
     assert imgclf("prepare", src, "--out", tmp_path / "d2").returncode == 0

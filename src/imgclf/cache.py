@@ -31,7 +31,7 @@ _CHUNK = 64  # images per worker task: big enough to amortise IPC, small enough 
 
 @dataclass
 class CachedSplit:
-    images: np.ndarray  # (N, size, size, 3) uint8, memory-mapped
+    images: np.ndarray  # (N, size, size, 3) uint8, memory-mapped (a torch tensor once on a GPU)
     labels: np.ndarray  # (N,) int64
     paths: list[str]
 

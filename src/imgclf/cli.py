@@ -98,6 +98,7 @@ def train(
     precision: str = typer.Option("auto", help="auto|bf16|fp32 (auto: bf16 where the hardware has it)"),
     channels_last: bool = typer.Option(True, help="NHWC memory layout (faster convs)"),
     vflip: bool = typer.Option(False, help="also augment with vertical flips"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (worth it on GPUs)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run folder made by imgclf"),
 ):
@@ -110,6 +111,10 @@ def train(
     else:
         if data is None or out is None:
             raise ImgclfError("train needs DATA and --out RUN (or --resume RUN)")
+        if not (data / "manifest.csv").is_file():
+            from .prepare import ensure_prepared
+
+            data = ensure_prepared(data, out.parent / f"{out.name}-data", seed)
         if recipes:
             by_name = {r.name: r for r in load_recipes(recipes)}
             if optimizer not in by_name:
@@ -119,7 +124,8 @@ def train(
             recipe = get_recipe(optimizer)
         recipe = with_overrides(recipe, lr=lr, batch_size=batch_size, schedule=schedule)
         cfg = TrainConfig(data=data, out=out, model=model, recipe=recipe, epochs=recipe.epochs or epochs, seed=seed,
-                          device=device, precision=precision, channels_last=channels_last, vflip=vflip, force=force)
+                          device=device, precision=precision, channels_last=channels_last, vflip=vflip, force=force,
+                          compile=compile)
     result = run_train(cfg, resume=resume is not None)
     _print_metrics(result.metrics, f"{cfg.out}: test metrics")
     out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s); report: {result.run_dir / 'report.html'}")
@@ -156,7 +162,7 @@ def _print_metrics(m: dict, title: str) -> None:
 
 @app.command()
 def compare(
-    data: Path = typer.Argument(..., help="dataset folder written by `imgclf prepare`"),
+    data: Path = typer.Argument(..., help="dataset folder written by `imgclf prepare` (or a raw class-folder tree)"),
     out: Path = typer.Option(Path("compare"), "--out", "-o", help="comparison folder to write"),
     optimizers: str = typer.Option("vanilla-sgd,minibatch-sgd,momentum,adam",
                                    help="comma-separated presets (or names from --recipes)"),

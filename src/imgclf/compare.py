@@ -22,6 +22,7 @@ from .errors import Diverged, ImgclfError
 from .files import prepare_out_dir, read_csv, read_json, write_csv, write_json
 from .manifest import load_dataset
 from .models import create_model, get_spec
+from .prepare import ensure_prepared
 from .plots import plot_lr_search, plot_overlay
 from .progress import console, default_workers
 from .recipes import PRESETS, TUTORIAL_PRESETS, Recipe
@@ -120,6 +121,8 @@ def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
         cfg = _with_tuned(cfg, out)
     else:
         prepare_out_dir(out, cfg.force, "comparison")
+    cfg = replace(cfg, data=ensure_prepared(cfg.data, out / "data", cfg.seed))
+    if not resume:
         _write_spec(out, cfg)
 
     data_for = {s: _dataset_for_seed(cfg, out, s) for s in cfg.seed_list}

@@ -36,24 +36,52 @@ def batches(
     shuffle: bool,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    pin: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 NHWC images, int64 labels) batches, in a seeded random or the stored order."""
+    """Yield (uint8 NHWC images, int64 labels) batches, in a seeded random or the stored order.
+
+    The order always comes from the CPU generator, so it is the same on every device. A split
+    held on the GPU (see `resident`) is gathered there; a memmapped one is read a chunk at a
+    time, into pinned memory when `pin` (so the host-to-GPU copy can overlap compute).
+    """
     n = len(split)
-    order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     row_bytes = int(np.prod(split.images.shape[1:]))
     chunk = max(batch_size, (_CHUNK_BYTES // row_bytes) // batch_size * batch_size)
     end = n - n % batch_size if drop_last else n
+    on_device = isinstance(split.images, torch.Tensor)
+    if on_device:
+        order = order.to(split.images.device)
+        labels = torch.from_numpy(split.labels).to(split.images.device)
     for c0 in range(0, end, chunk):
-        idx = order[c0 : min(c0 + chunk, end)]
-        # Fancy-indexing the memmap copies just these rows; sorted reads are kinder to the disk.
-        srt = np.argsort(idx, kind="stable")
-        imgs = np.empty((len(idx), *split.images.shape[1:]), dtype=np.uint8)
-        imgs[srt] = split.images[idx[srt]]
-        _release(split.images)
-        x = torch.from_numpy(imgs)
-        y = torch.from_numpy(split.labels[idx])
+        if on_device:
+            idx = order[c0 : min(c0 + chunk, end)]
+            x, y = split.images[idx], labels[idx]
+        else:
+            idx = order[c0 : min(c0 + chunk, end)].numpy()
+            # Fancy-indexing the memmap copies just these rows; sorted reads are kinder to the disk.
+            srt = np.argsort(idx, kind="stable")
+            imgs = np.empty((len(idx), *split.images.shape[1:]), dtype=np.uint8)
+            imgs[srt] = split.images[idx[srt]]
+            _release(split.images)
+            x = torch.from_numpy(imgs)
+            x = x.pin_memory() if pin else x
+            y = torch.from_numpy(split.labels[idx])
         for b0 in range(0, len(idx), batch_size):
             yield x[b0 : b0 + batch_size], y[b0 : b0 + batch_size]
+
+
+def resident(split: CachedSplit, device: torch.device, fraction: float = 0.5) -> CachedSplit:
+    """On a GPU, hold the whole split in device memory when it takes under `fraction` of what is
+    free: batches are then gathered on the device and no image crosses PCIe after the first time."""
+    if device.type != "cuda" or isinstance(split.images, torch.Tensor):
+        return split
+    free, _ = torch.cuda.mem_get_info(device)
+    if split.images.nbytes > fraction * free:
+        return split
+    images = torch.from_numpy(np.ascontiguousarray(split.images)).to(device)
+    _release(split.images)
+    return CachedSplit(images=images, labels=split.labels, paths=split.paths)
 
 
 def _release(images: np.ndarray) -> None:
@@ -70,11 +98,11 @@ def _release(images: np.ndarray) -> None:
 def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
     """Random flips on a uint8 NHWC batch: one vectorised select per flip, no Python per image."""
     b = x.shape[0]
-    if aug.hflip:
-        m = torch.rand(b, generator=generator) < 0.5
+    if aug.hflip:  # the coin flips come from the CPU generator: the same on every device
+        m = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(m.view(b, 1, 1, 1), x.flip(2), x)
     if aug.vflip:
-        m = torch.rand(b, generator=generator) < 0.5
+        m = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(m.view(b, 1, 1, 1), x.flip(1), x)
     return x
 

@@ -158,3 +158,20 @@ def summary_rows(ds: Dataset) -> tuple[list[str], list[list[str]]]:
     tot = [sum(counts[s].get(c, 0) for s in SPLITS) for c in ds.classes]
     body.append(["all", *map(str, tot), str(sum(tot))])
     return header, body
+
+
+def ensure_prepared(data: Path | str, fallback_out: Path, seed: int = 0) -> Path:
+    """`data` if it is a prepared dataset; a raw folder of class sub-folders is prepared into
+    `fallback_out` first (the tutorial's default split), so train/compare take either."""
+    data = Path(data)
+    if (data / "manifest.csv").is_file():
+        return data
+    if (fallback_out / "manifest.csv").is_file():
+        return fallback_out  # prepared by an earlier call (a resumed comparison, say)
+    if not data.is_dir():
+        raise ImgclfError(f"{data} does not exist; pass a folder of class sub-folders or one written by `imgclf prepare`")
+    from .progress import console
+
+    console.print(f"{data} is not prepared yet: preparing it into {fallback_out} (test 0.30, val 0.07, seed {seed})")
+    prepare(PrepareConfig(src=data, out=fallback_out, seed=seed))
+    return fallback_out

@@ -38,10 +38,8 @@ def paired_tests(per_seed: dict[str, dict[int, float]]) -> list[dict]:
         da = np.array([per_seed[a][s] for s in seeds])
         db = np.array([per_seed[b][s] for s in seeds])
         diff = da - db
-        if len(seeds) < 2:
-            p = float("nan")
-        elif np.allclose(diff, diff[0]):  # no spread: t undefined; equal means are not a difference
-            p = 0.0 if abs(diff[0]) > 0 else 1.0
+        if len(seeds) < 2 or np.allclose(diff, diff[0]):
+            p = float("nan")  # one seed, or no spread in the differences: the t statistic is undefined
         else:
             p = float(stats.ttest_rel(da, db).pvalue)
         out.append({"a": a, "b": b, "seeds": len(seeds), "mean_diff": float(diff.mean()) if len(seeds) else float("nan"),

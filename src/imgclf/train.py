@@ -21,7 +21,7 @@ from .device import autocast, environment, pick_device, resolve_precision
 from .errors import Diverged, ImgclfError, Interrupted
 from .evaluate import compute_metrics, loss_and_predictions, predict_logits, save_predictions
 from .files import prepare_out_dir, write_csv, write_json
-from .load import Augment, augment, batches, input_fn
+from .load import Augment, augment, batches, input_fn, resident
 from .manifest import load_dataset
 from .models import create_model, get_spec
 from .plots import plot_confusion, plot_history
@@ -49,6 +49,7 @@ class TrainConfig:
     workers: int = field(default_factory=default_workers)
     force: bool = False
     report: bool = True  # write report.html at the end (compare writes one for all recipes instead)
+    compile: bool = False  # torch.compile the model: for GPUs; on this 2-core CPU it was slower (BENCHMARKS.md)
     evaluate_test: bool = True  # off for LR tuning, which must only ever look at the val split
     max_steps: int | None = None  # budget in optimizer steps (stops mid-epoch); None: whole epochs
     max_seconds: float | None = None  # budget in training wall time; None: no limit
@@ -110,6 +111,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     splits = open_cache(ds, spec.input_size, workers=cfg.workers)
     if len(splits["train"]) == 0:
         raise ImgclfError(f"{cfg.data} has no training images; re-run prepare with smaller --val/--test")
+    splits = {k: resident(v, device) for k, v in splits.items()}  # GPU: whole splits in device memory
 
     torch.manual_seed(cfg.seed)  # model init stream
     model = create_model(cfg.model, len(ds.classes))
@@ -117,6 +119,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         model.load_state_dict(init_state)  # compare: every recipe starts from the same weights
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
+    net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict keys
     to_input = input_fn(device, spec.mean, spec.std, cfg.channels_last)
 
     # --- optimizer and schedule --------------------------------------------------------------
@@ -155,7 +158,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         )
         try:
             tr_loss, tr_acc, steps = _train_epoch(
-                model, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
+                net, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                 order_gen, aug_gen, device, precision, f"{recipe.name} {epoch}/{cfg.epochs}", epoch, budget,
             )
         except Diverged as e:
@@ -168,7 +171,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 f"continue with `imgclf train --resume {run}`"
             ) from None
         steps_done += steps
-        val_logits = predict_logits(model, splits["val"], to_input, device, precision, cfg.eval_batch_size)
+        val_logits = predict_logits(net, splits["val"], to_input, device, precision, cfg.eval_batch_size)
         val_loss, val_probs, _ = loss_and_predictions(val_logits, splits["val"].labels)
         val_acc = float((val_probs.argmax(1) == splits["val"].labels).mean()) if len(val_probs) else float("nan")
         history.append({
@@ -231,7 +234,7 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
     seen, step, last_ui = 0, 0, 0.0
     with make_progress("img", "loss {task.fields[loss]} acc {task.fields[acc]}") as bar:
         task = bar.add_task(desc, total=n, loss="-", acc="-")
-        for x, y in batches(split, batch_size, shuffle=True, generator=order_gen):
+        for x, y in batches(split, batch_size, shuffle=True, generator=order_gen, pin=device.type == "cuda"):
             if aug.active:
                 x = augment(x, aug, aug_gen)
             xb, yb = to_input(x), y.to(device, non_blocking=True)
