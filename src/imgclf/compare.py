@@ -49,6 +49,9 @@ class CompareConfig:
     out: Path
     recipes: list[Recipe] = field(default_factory=lambda: [PRESETS[n] for n in TUTORIAL_PRESETS])
     model: str = "seed-cnn"
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    mode: str = "finetune"  # with pretrained: probe | finetune
     epochs: int = 2
     seed: int = 0
     seeds: int = 1  # K runs per recipe, seeds seed .. seed+K-1
@@ -130,7 +133,7 @@ def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
     for d in dict.fromkeys(data_for.values()):
         open_cache(load_dataset(d), size, workers=cfg.workers)  # build once, up front
     num_classes = len(load_dataset(cfg.data).classes)
-    inits = {s: _initial_weights(out, cfg.model, s, num_classes) for s in cfg.seed_list}
+    inits = {s: _initial_weights(out, cfg, s, num_classes) for s in cfg.seed_list}
 
     if cfg.tune_lr and not (out / "tune.csv").is_file():
         cfg = tune_learning_rates(cfg, out, data_for[cfg.seed], inits[cfg.seed])
@@ -173,6 +176,7 @@ def run_config(cfg: CompareConfig, recipe: Recipe, seed: int, out: Path, data: P
         data=data, out=out, model=cfg.model, recipe=recipe, epochs=epochs, seed=seed, device=cfg.device,
         precision=cfg.precision, channels_last=cfg.channels_last, hflip=cfg.hflip, vflip=cfg.vflip,
         workers=cfg.workers, report=False, max_steps=max_steps, max_seconds=max_seconds,
+        pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path, mode=cfg.mode,
     )
 
 
@@ -210,6 +214,7 @@ def _write_spec(out: Path, cfg: CompareConfig) -> None:
         "data": str(Path(cfg.data).resolve()), "model": cfg.model, "epochs": cfg.epochs, "seed": cfg.seed,
         "seeds": cfg.seeds, "resplit": cfg.resplit, "budget": cfg.budget, "target": cfg.target,
         "tune_lr": cfg.tune_lr, "jobs": cfg.jobs, "recipes": [r.to_dict() for r in cfg.recipes],
+        "pretrained": cfg.pretrained, "mode": cfg.mode if cfg.pretrained else "",
         "settings": {k: getattr(cfg, k) for k in ("device", "precision", "channels_last", "hflip", "vflip")},
     })
 
@@ -234,14 +239,20 @@ def _dataset_for_seed(cfg: CompareConfig, out: Path, seed: int) -> Path:
     return d
 
 
-def _initial_weights(out: Path, model: str, seed: int, num_classes: int) -> dict:
-    """One random init per seed, saved, shared by every recipe: within a seed, differences come
-    from the optimizer alone, which is what makes the per-seed comparison paired."""
+def _initial_weights(out: Path, cfg: CompareConfig, seed: int, num_classes: int) -> dict:
+    """One random init per seed (pretrained backbone + random head with --pretrained), saved and
+    shared by every recipe: within a seed, differences come from the optimizer alone, which is
+    what makes the per-seed comparison paired."""
     path = out / f"init-seed{seed}.safetensors"
     if path.is_file():
         return load_file(str(path))
     torch.manual_seed(seed)
-    state = {k: v.contiguous() for k, v in create_model(model, num_classes).state_dict().items()}
+    model = create_model(cfg.model, num_classes)
+    if cfg.pretrained:
+        from .pretrained import load_pretrained, weights_file
+
+        load_pretrained(model, weights_file(cfg.model, cfg.pretrained_path)[0])
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path))
     return state
 

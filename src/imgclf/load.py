@@ -46,7 +46,7 @@ def batches(
     """
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    row_bytes = int(np.prod(split.images.shape[1:]))
+    row_bytes = int(np.prod(split.images.shape[1:])) * split.images.dtype.itemsize
     chunk = max(batch_size, (_CHUNK_BYTES // row_bytes) // batch_size * batch_size)
     end = n - n % batch_size if drop_last else n
     on_device = isinstance(split.images, torch.Tensor)
@@ -61,7 +61,7 @@ def batches(
             idx = order[c0 : min(c0 + chunk, end)].numpy()
             # Fancy-indexing the memmap copies just these rows; sorted reads are kinder to the disk.
             srt = np.argsort(idx, kind="stable")
-            imgs = np.empty((len(idx), *split.images.shape[1:]), dtype=np.uint8)
+            imgs = np.empty((len(idx), *split.images.shape[1:]), dtype=split.images.dtype)
             imgs[srt] = split.images[idx[srt]]
             _release(split.images)
             x = torch.from_numpy(imgs)

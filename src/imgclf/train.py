@@ -50,6 +50,9 @@ class TrainConfig:
     force: bool = False
     report: bool = True  # write report.html at the end (compare writes one for all recipes instead)
     compile: bool = False  # torch.compile the model: for GPUs; on this 2-core CPU it was slower (BENCHMARKS.md)
+    pretrained: bool = False  # start from ImageNet weights (efficientnet-lite0; see pretrained.py)
+    pretrained_path: str | None = None  # any compatible state_dict instead of the package's
+    mode: str = "finetune"  # with pretrained: "probe" (frozen features + linear head) or "finetune"
     evaluate_test: bool = True  # off for LR tuning, which must only ever look at the val split
     max_steps: int | None = None  # budget in optimizer steps (stops mid-epoch); None: whole epochs
     max_seconds: float | None = None  # budget in training wall time; None: no limit
@@ -67,6 +70,12 @@ class TrainConfig:
             raise ImgclfError(f"--budget steps must be >= 1, got {self.max_steps}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ImgclfError(f"--budget seconds must be > 0, got {self.max_seconds}")
+        from .pretrained import MODES
+
+        if self.mode not in MODES:
+            raise ImgclfError(f"--mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if self.mode == "probe" and not self.pretrained:
+            raise ImgclfError("--mode probe trains a head on pretrained features: add --pretrained")
         return self
 
     def to_dict(self) -> dict:
@@ -115,15 +124,27 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
 
     torch.manual_seed(cfg.seed)  # model init stream
     model = create_model(cfg.model, len(ds.classes))
+    weights_sha = ""
+    if cfg.pretrained:
+        from .pretrained import load_pretrained, weights_file
+
+        path, weights_sha = weights_file(cfg.model, cfg.pretrained_path)
+        write_json(run / "pretrained.json", {**load_pretrained(model, path), "sha256": weights_sha})
     if init_state is not None:
         model.load_state_dict(init_state)  # compare: every recipe starts from the same weights
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
     net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict keys
     to_input = input_fn(device, spec.mean, spec.std, cfg.channels_last)
+    aug = Augment(hflip=cfg.hflip, vflip=cfg.vflip)
+    if cfg.mode == "probe":  # frozen backbone: train the linear head on features extracted once
+        from .pretrained import feature_input, open_features
+
+        splits = open_features(ds, splits, model, cfg.model, weights_sha, device, precision, spec.mean, spec.std)
+        net, to_input, aug = model._fc, feature_input(device), Augment(hflip=False, vflip=False)
 
     # --- optimizer and schedule --------------------------------------------------------------
-    optimizer = build_optimizer(recipe, model.parameters())
+    optimizer = build_optimizer(recipe, net.parameters())
     steps_per_epoch = math.ceil(len(splits["train"]) / recipe.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
@@ -132,7 +153,6 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     order_gen = torch.Generator().manual_seed(cfg.seed)  # data order
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)  # flips
     torch.manual_seed(cfg.seed + 2)  # dropout stream, independent of the init above
-    aug = Augment(hflip=cfg.hflip, vflip=cfg.vflip)
     history: list[dict] = []
 
     if resume and (run / "checkpoint.pt").is_file():  # else: killed before epoch 1 ended, start over
@@ -194,8 +214,8 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     plot_history(history, "acc", run / "accuracy.png", f"{recipe.name}: accuracy")
     metrics = None
     if cfg.evaluate_test:
-        metrics = evaluate_model(model, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
-                                 cfg.eval_batch_size)
+        metrics = evaluate_model(net, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
+                                 cfg.eval_batch_size, to_input=to_input)
     seconds = time.perf_counter() - t_start
     write_status(run, "done", epoch=len(history), seconds=round(seconds, 3))
     if cfg.report and cfg.evaluate_test:
@@ -275,9 +295,9 @@ def _scheduler(optimizer, schedule: str, total_steps: int):
 
 
 def evaluate_model(model, meta, split: CachedSplit, split_name: str, run: Path, device, precision: str,
-                   channels_last: bool, batch_size: int = 256) -> dict:
+                   channels_last: bool, batch_size: int = 256, to_input=None) -> dict:
     """Metrics on one split; writes metrics(.json), predictions and the confusion matrix PNG."""
-    to_input = input_fn(device, meta["mean"], meta["std"], channels_last)
+    to_input = to_input or input_fn(device, meta["mean"], meta["std"], channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
     logits = predict_logits(model, split, to_input, device, precision, batch_size)

