@@ -4,7 +4,7 @@ Four presets x N epochs of seed-cnn at 224 px on ../shared/data/petimages, one i
 the same split for everyone (imgclf's prepare, laid out as folders for Keras). Wall times
 include everything each contestant does from the JPEGs (imgclf: prepare + cache + compare).
 
-    python benchmarks/end_to_end.py --epochs 3 [--skip-keras] [--skip-tutorial]
+    python benchmarks/end_to_end.py --epochs 3 [--jobs 2] [--skip-keras] [--skip-tutorial]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--skip-keras", action="store_true")
     ap.add_argument("--skip-tutorial", action="store_true")
+    ap.add_argument("--jobs", type=int, default=2, help="imgclf compare --jobs (recipes trained at once)")
     args = ap.parse_args()
     shared = need_shared()
     tmp = Path(tempfile.mkdtemp(prefix="imgclf-e2e-"))
@@ -49,7 +50,8 @@ def main():
     try:
         t = time.perf_counter()
         imgclf("prepare", shared / "petimages", "--out", data, "--materialize", "symlink")
-        imgclf("compare", data, "--out", cmp_, "--epochs", str(args.epochs), "--optimizers", ",".join(PRESETS))
+        imgclf("compare", data, "--out", cmp_, "--epochs", str(args.epochs), "--optimizers", ",".join(PRESETS),
+               "--jobs", str(args.jobs))
         secs = time.perf_counter() - t
         import csv
 
@@ -74,7 +76,7 @@ def main():
              *(f"{res[p]['test_accuracy']:.1%}" if p in res else "-" for p in PRESETS)]
             for name, (secs, res) in results.items()]
     print(f"\nmachine: {machine()}; seed-cnn 224 px, {args.epochs} epochs per preset, PetImages 10k, "
-          "70/30 split with 7% val\n")
+          f"70/30 split with 7% val; imgclf compare --jobs {args.jobs}\n")
     print(table(["contestant", "wall s", "vs imgclf", *(f"{p} test acc" for p in PRESETS)], rows))
 
 

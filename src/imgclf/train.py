@@ -174,7 +174,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         t0 = time.perf_counter()
         budget = _Budget(
             steps=None if cfg.max_steps is None else cfg.max_steps - steps_done,
-            deadline=None if cfg.max_seconds is None else t0 + cfg.max_seconds - (t0 - t_start),
+            deadline=None if cfg.max_seconds is None else t_start + cfg.max_seconds,
         )
         try:
             tr_loss, tr_acc, steps = _train_epoch(
