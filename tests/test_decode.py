@@ -143,3 +143,25 @@ def test_fuzz_mutated_bytes_never_raise_anything_else(base, edits, cut):
     except DecodeError:
         return
     assert a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8
+
+
+def test_permission_denied_is_a_rejection(tmp_path, monkeypatch):
+    # Root reads mode-000 files anyway, so simulate what an ordinary user gets.
+    p = tmp_path / "locked.jpg"
+    p.write_bytes(encode(RGB, "JPEG"))
+    import builtins
+
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+                        if str(f) == str(p) else real_open(f, *a, **k))
+    with pytest.raises(DecodeError, match="cannot read file .Permission denied"):
+        read_and_decode(p)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(DecodeError, match="not a regular file"):
+        read_and_decode(fifo)
