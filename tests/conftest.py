@@ -31,6 +31,17 @@ def make_folder(root: Path, classes=("red", "blue"), n=30, ext=".jpg") -> Path:
     return root
 
 
+def copy_pets(shared: Path, dst: Path, per_class: int) -> Path:
+    """The first `per_class` real PetImages of each class, copied into class folders."""
+    import shutil
+
+    for c in ("Cat", "Dog"):
+        (dst / c).mkdir(parents=True)
+        for f in sorted((shared / "petimages" / c).iterdir())[:per_class]:
+            shutil.copy(f, dst / c / f.name)
+    return dst
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_folder(tmp_path / "src")

@@ -3,7 +3,6 @@ loading, a clear error without the package, linear probe and fine-tune runs."""
 
 import copy
 import json
-import shutil
 
 import pytest
 import torch
@@ -89,12 +88,9 @@ def test_probe_on_real_pets(shared_data, tmp_path):
     from imgclf.recipes import PRESETS
     from imgclf.train import TrainConfig, train
 
-    src = tmp_path / "pets"
-    for c in ("Cat", "Dog"):
-        (src / c).mkdir(parents=True)
-        for f in sorted((shared_data / "petimages" / c).iterdir())[:100]:
-            shutil.copy(f, src / c / f.name)
-    prepare(PrepareConfig(src=src, out=tmp_path / "data", workers=2))
+    from conftest import copy_pets
+
+    prepare(PrepareConfig(src=copy_pets(shared_data, tmp_path / "pets", 100), out=tmp_path / "data", workers=2))
     res = train(TrainConfig(data=tmp_path / "data", out=tmp_path / "run", model="efficientnet-lite0",
                             recipe=PRESETS["adam"], epochs=10, pretrained=True, mode="probe", workers=2))
     assert res.metrics["accuracy"] >= 0.9  # 60 test images; the 10k-image split gives 98.5%

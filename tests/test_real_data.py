@@ -2,11 +2,10 @@
 
 import csv
 import json
-import shutil
-
 import numpy as np
 import pytest
 
+from conftest import copy_pets
 from imgclf.compare import CompareConfig, compare
 from imgclf.prepare import PrepareConfig, prepare
 from imgclf.recipes import PRESETS
@@ -14,11 +13,7 @@ from imgclf.recipes import PRESETS
 
 @pytest.mark.slow
 def test_petimages_subset_compare_one_epoch(shared_data, tmp_path):
-    src = tmp_path / "pets"
-    for c in ("Cat", "Dog"):
-        (src / c).mkdir(parents=True)
-        for f in sorted((shared_data / "petimages" / c).iterdir())[:150]:
-            shutil.copy(f, src / c / f.name)
+    src = copy_pets(shared_data, tmp_path / "pets", 150)
     ds = prepare(PrepareConfig(src=src, out=tmp_path / "data", workers=2))
     assert ds.classes == ["Cat", "Dog"] and len(ds.rows) >= 290
     rows = compare(CompareConfig(data=tmp_path / "data", out=tmp_path / "cmp", epochs=1, workers=2,
