@@ -30,6 +30,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}"
 
 
+PRESET_NAMES = "vanilla-sgd,minibatch-sgd,momentum,adam"
+
+
+def baseline_args():
+    """The arguments of both baseline scripts (tutorial_way.py, keras_way.py): DATA, --epochs, --presets."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", help="a dataset folder written by imgclf prepare (--materialize for Keras)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--presets", default=PRESET_NAMES)
+    return ap.parse_args()
+
+
 def table(header: list[str], rows: list[list]) -> str:
     cells = [[str(c) for c in r] for r in [header, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, imgclf, machine, need_shared, table
+from common import PRESET_NAMES, ROOT, imgclf, machine, need_shared, table
 
-PRESETS = ["vanilla-sgd", "minibatch-sgd", "momentum", "adam"]
+PRESETS = PRESET_NAMES.split(",")
 KERAS_PY = ROOT / "benchmarks" / ".venv-keras" / "bin" / "python"
 
 

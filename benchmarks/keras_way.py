@@ -10,7 +10,6 @@ Prints one JSON line per preset.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -20,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
+from common import baseline_args  # noqa: E402
 
 # name: (optimizer factory, batch size) -- the same values as imgclf's presets
 PRESETS = {
@@ -42,11 +42,7 @@ def seed_cnn(num_classes: int) -> keras.Model:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--presets", default="vanilla-sgd,minibatch-sgd,momentum,adam")
-    args = ap.parse_args()
+    args = baseline_args()
     classes = json.load(open(f"{args.data}/dataset.json"))["classes"]
     load = lambda s, bs, shuffle: keras.utils.image_dataset_from_directory(  # noqa: E731
         f"{args.data}/{s}", image_size=(224, 224), batch_size=bs, shuffle=shuffle, seed=0, class_names=classes,

@@ -9,7 +9,6 @@ manifest) as imgclf. Prints one JSON line per preset.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import time
@@ -20,6 +19,7 @@ import torch.nn as nn
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from common import baseline_args
 from imgclf.models import create_model
 from imgclf.recipes import PRESETS, build_optimizer
 
@@ -52,11 +52,7 @@ def accuracy(model, loader):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--presets", default="vanilla-sgd,minibatch-sgd,momentum,adam")
-    args = ap.parse_args()
+    args = baseline_args()
     rows = list(csv.DictReader(open(f"{args.data}/manifest.csv")))
     classes = json.load(open(f"{args.data}/dataset.json"))["classes"]
     split = lambda s: [r for r in rows if r["split"] == s]  # noqa: E731

@@ -149,9 +149,12 @@ def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
             units.append((rc, inits[s], resume and (rc.out / "checkpoint.pt").is_file()))
     _run_units(units, cfg.jobs)
 
-    rows = summarize(out, cfg)
-    plot_overlay(_histories(out, cfg), "loss", out / "loss.png")
-    plot_overlay(_histories(out, cfg), "acc", out / "accuracy.png")
+    per_seed = seed_rows(out, cfg)
+    rows = summarize(out, cfg, per_seed)
+    histories = {r.name: [x["history"] for x in per_seed if x["recipe"] == r.name and x["history"]]
+                 for r in cfg.recipes}
+    plot_overlay(histories, "loss", out / "loss.png")
+    plot_overlay(histories, "acc", out / "accuracy.png")
     from .report import build_report
 
     build_report(out)
@@ -312,11 +315,6 @@ def _history(run: Path) -> list[dict]:
     return [{k: float(v) for k, v in row.items() if v != ""} for row in read_csv(p)]
 
 
-def _histories(out: Path, cfg: CompareConfig) -> dict[str, list[list[dict]]]:
-    return {r.name: [h for s in cfg.seed_list if (h := _history(out / "runs" / run_name(r.name, s, cfg)))]
-            for r in cfg.recipes}
-
-
 def _to_target(hist: list[dict], target: float | None) -> tuple[float | str, float | str]:
     """Training seconds and steps until val accuracy first reached `target` ('' if never)."""
     if target is None:
@@ -342,7 +340,8 @@ def seed_rows(out: Path, cfg: CompareConfig) -> list[dict]:
                    "steps": int(hist[-1].get("steps", 0)) if hist else 0,
                    "seconds": round(sum(h["seconds"] for h in hist), 2), "seconds_to_target": t_secs,
                    "steps_to_target": t_steps,
-                   "diverged_epoch": st.get("epoch", "") if st["status"] == "diverged" else ""}
+                   "diverged_epoch": st.get("epoch", "") if st["status"] == "diverged" else "",
+                   "history": hist}
             if st["status"] == "done":
                 m = read_json(run / "metrics.json")
                 row.update(test_accuracy=m["accuracy"], test_precision=m["macro"]["precision"],
@@ -351,9 +350,9 @@ def seed_rows(out: Path, cfg: CompareConfig) -> list[dict]:
     return rows
 
 
-def summarize(out: Path, cfg: CompareConfig) -> list[dict]:
+def summarize(out: Path, cfg: CompareConfig, per_seed: list[dict] | None = None) -> list[dict]:
     """Aggregate per recipe (mean, std, 95% CI over seeds), test pairs, rank, write the files."""
-    per_seed = seed_rows(out, cfg)
+    per_seed = per_seed if per_seed is not None else seed_rows(out, cfg)
     write_csv(out / "seeds.csv", SEED_COLUMNS, ([r.get(c, "") for c in SEED_COLUMNS] for r in per_seed))
     acc_by = {r.name: {x["seed"]: x["test_accuracy"] for x in per_seed if x["recipe"] == r.name and "test_accuracy" in x}
               for r in cfg.recipes}
@@ -367,7 +366,7 @@ def summarize(out: Path, cfg: CompareConfig) -> list[dict]:
         done = [x for x in mine if x["status"] == "done"]
         statuses = {x["status"] for x in mine}
         status = "done" if statuses == {"done"} else "diverged" if "diverged" in statuses else "/".join(sorted(statuses))
-        last = [_history(out / "runs" / run_name(r.name, x["seed"], cfg))[-1] for x in mine if x["epochs"]]
+        last = [x["history"][-1] for x in mine if x["history"]]
         mean = lambda xs: sum(xs) / len(xs) if xs else ""  # noqa: E731
         to_t = [x["seconds_to_target"] for x in mine if x["seconds_to_target"] != ""]
         row = {

@@ -221,9 +221,9 @@ def _short(e: Exception) -> str:
     return msg[:120]
 
 
-def read_file(path, limit: int | None = None) -> bytes:
+def read_file(path) -> bytes:
     """A regular file's bytes, or DecodeError: FIFOs and devices would block or never end."""
-    limit = limit or MAX_FILE_BYTES
+    limit = MAX_FILE_BYTES
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):

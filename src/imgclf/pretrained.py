@@ -84,32 +84,37 @@ def open_features(ds: Dataset, images: dict[str, CachedSplit], model, model_name
     size = images["train"].images.shape[1]
     d = ds.root / "features" / f"{model_name}-{size}px-{cache_key(ds, size)}-{weights_sha[:12]}"
     d.mkdir(parents=True, exist_ok=True)
-    import copy
-
-    from .models.efficientnet_lite import fold_batchnorm
-
-    model = fold_batchnorm(copy.deepcopy(model).eval()).to(device, memory_format=torch.channels_last)
-    to_input = input_fn(device, mean, std, channels_last=True)
     out = {}
     for split, sp in images.items():
         f = d / f"{split}.npy"
         if not f.is_file():
-            from .progress import make_progress
-
-            feats = np.zeros((len(sp), model._fc.in_features), dtype=np.float32)
-            i = 0
-            with make_progress("img") as bar:
-                task = bar.add_task(f"features {split}", total=len(sp))
-                for x, _ in batches(sp, 128, shuffle=False):
-                    with autocast(device, precision):
-                        feats[i : i + len(x)] = model.features(to_input(x)).float().cpu().numpy()
-                    i += len(x)
-                    bar.advance(task, len(x))
-            tmp = d / f".{split}.tmp.npy"
-            np.save(tmp, feats)
-            tmp.replace(f)
+            _extract(model, sp, f, device, precision, mean, std, split)
         out[split] = CachedSplit(images=np.load(f, mmap_mode="r"), labels=sp.labels, paths=sp.paths)
     return out
+
+
+@torch.no_grad()
+def _extract(model, sp: CachedSplit, path: Path, device, precision: str, mean, std, split: str) -> None:
+    """Run one split through a BatchNorm-folded copy of the frozen backbone; save atomically."""
+    import copy
+
+    from .models.efficientnet_lite import fold_batchnorm
+    from .progress import make_progress
+
+    net = fold_batchnorm(copy.deepcopy(model).eval()).to(device, memory_format=torch.channels_last)
+    to_input = input_fn(device, mean, std, channels_last=True)
+    feats = np.zeros((len(sp), net._fc.in_features), dtype=np.float32)
+    i = 0
+    with make_progress("img") as bar:
+        task = bar.add_task(f"features {split}", total=len(sp))
+        for x, _ in batches(sp, 128, shuffle=False):
+            with autocast(device, precision):
+                feats[i : i + len(x)] = net.features(to_input(x)).float().cpu().numpy()
+            i += len(x)
+            bar.advance(task, len(x))
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, feats)
+    tmp.replace(path)
 
 
 def feature_input(device: torch.device):
