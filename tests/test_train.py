@@ -16,6 +16,7 @@ from imgclf.train import TrainConfig, config_from_run, train
 def cfg(prepared, out, **kw):
     kw.setdefault("recipe", Recipe("adam", "adam", lr=0.002, batch_size=8))
     kw.setdefault("epochs", 2)
+    kw.setdefault("model", "seed-cnn")
     return TrainConfig(data=prepared.root, out=out, workers=1, **kw)
 
 

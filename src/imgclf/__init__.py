@@ -4,7 +4,8 @@ The CLI is a thin shell over these functions; each stage lives in its own module
 
     from imgclf import prepare, PrepareConfig, train, TrainConfig, compare, CompareConfig
     ds = prepare(PrepareConfig(src="PetImages", out="pets"))
-    result = train(TrainConfig(data="pets", out="run", epochs=2))
+    result = train(TrainConfig(data="pets", out="run", max_seconds=300))  # best fastcnn for 5 min
+    result = train(TrainConfig(data="pets", out="run2", model="seed-cnn", epochs=2))  # the tutorial's
     predict("run", ["my_cat.jpg"])
 
 Names resolve lazily, so `import imgclf` stays fast and torch loads only when needed.
@@ -21,6 +22,7 @@ _API = {
     "load_recipes": "recipes", "train": "train", "TrainConfig": "train", "evaluate_run": "train",
     "compare": "compare", "CompareConfig": "compare", "predict": "predict", "load_model": "runfolder",
     "show": "show", "run_demo": "demo",
+    "plan_run": "plan",
 }
 __all__ = ["__version__", "DecodeError", "Diverged", "ImgclfError", "Interrupted", *_API]
 

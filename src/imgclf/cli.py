@@ -86,10 +86,16 @@ def show(
 def train(
     data: Optional[Path] = typer.Argument(None, help="dataset folder written by `imgclf prepare`"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder to write"),
-    model: str = typer.Option("seed-cnn", help="architecture (see `imgclf models`)"),
-    optimizer: str = typer.Option("adam", help="preset recipe, or a recipe name from --recipes"),
+    model: Optional[str] = typer.Option(
+        None, help="architecture (see `imgclf models`); default: the fastcnn size and epochs that fit --budget"),
+    optimizer: Optional[str] = typer.Option(
+        None, help="preset recipe, or a name from --recipes; default: the model's bundled recipe, else adam"),
     recipes: Optional[Path] = typer.Option(None, help="YAML file of recipes to pick --optimizer from"),
-    epochs: int = typer.Option(10, help="epochs (a recipe's own epochs win)"),
+    epochs: Optional[int] = typer.Option(None, help="epochs (default 10; a recipe's own epochs win)"),
+    budget: Optional[str] = typer.Option(
+        None, help="seconds=S: with no --model, plan the whole run to end within S (default 300); "
+                   "with one, stop training at S. Also epochs=N | steps=N"),
+    size: Optional[int] = typer.Option(None, help="input size in px, for models that take several (fastcnn)"),
     lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
     batch_size: Optional[int] = typer.Option(None, help="override the recipe's batch size"),
     schedule: Optional[str] = typer.Option(None, help="override the LR schedule: constant|cosine|onecycle"),
@@ -106,6 +112,8 @@ def train(
     force: bool = typer.Option(False, help="replace an existing run folder made by imgclf"),
 ):
     """Train one model with one optimizer recipe; write weights, curves and test metrics."""
+    from .compare import parse_budget
+    from .models import get_spec
     from .recipes import get_recipe, load_recipes, with_overrides
     from .train import TrainConfig, config_from_run, train as run_train
 
@@ -118,19 +126,35 @@ def train(
             from .prepare import ensure_prepared
 
             data = ensure_prepared(data, out.parent / f"{out.name}-data", seed)
+        kind, amount = parse_budget(budget) or ("", None)
+        if model is None and (epochs is not None or kind in ("epochs", "steps") or size is not None):
+            raise ImgclfError("--epochs, --size and --budget epochs/steps need a --model; with none, "
+                              "`--budget seconds=S` picks the model, size and epochs")
+        if kind == "epochs":
+            epochs = int(amount)
         if recipes:
             by_name = {r.name: r for r in load_recipes(recipes)}
             if optimizer not in by_name:
                 raise ImgclfError(f"--optimizer '{optimizer}' is not in {recipes} (has: {', '.join(by_name)})")
             recipe = by_name[optimizer]
-        else:
+        elif optimizer is not None:
             recipe = get_recipe(optimizer)
+        elif model is not None:
+            recipe = get_spec(model).recipe or get_recipe("adam")
+        else:
+            recipe = None  # the plan picks the model, and with it the model's recipe
         pretrained = pretrained or pretrained_path is not None
-        if pretrained and mode == "finetune" and lr is None:
+        if pretrained and mode == "finetune" and lr is None and recipe is not None:
             lr = recipe.lr / 10  # pretrained features are easily wrecked by a from-scratch lr
             console.print(f"fine-tuning pretrained weights: lr {lr:g} (a tenth of {recipe.name}'s; --lr to change)")
-        recipe = with_overrides(recipe, lr=lr, batch_size=batch_size, schedule=schedule)
-        cfg = TrainConfig(data=data, out=out, model=model, recipe=recipe, epochs=recipe.epochs or epochs, seed=seed,
+        if recipe is not None:
+            recipe = with_overrides(recipe, lr=lr, batch_size=batch_size, schedule=schedule)
+        elif (lr, batch_size, schedule) != (None, None, None):
+            raise ImgclfError("--lr, --batch-size and --schedule override a recipe: name a --model (or --optimizer)")
+        cfg = TrainConfig(data=data, out=out, model=model or "auto", recipe=recipe,
+                          epochs=(recipe.epochs if recipe else None) or epochs or 10, size=size, seed=seed,
+                          max_steps=int(amount) if kind == "steps" else None,
+                          max_seconds=amount if kind == "seconds" else None,
                           device=device, precision=precision, channels_last=channels_last, vflip=vflip, force=force,
                           compile=compile, pretrained=pretrained,
                           pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)

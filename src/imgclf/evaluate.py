@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +17,27 @@ from .load import batches
 
 
 @torch.no_grad()
-def predict_logits(model, split: CachedSplit, to_input, device, precision: str, batch_size: int = 256) -> np.ndarray:
-    """Logits (N, classes) in float32 for a cached split, in stored order, no augmentation."""
+def predict_logits(model, split: CachedSplit, to_input, device, precision: str, batch_size: int = 256,
+                   tta: bool = False) -> np.ndarray:
+    """Logits (N, classes) in float32 for a cached split, in stored order (see `tta_logits`)."""
     model.eval()
     out = []
     for x, _ in batches(split, batch_size, shuffle=False):
         with autocast(device, precision):
-            out.append(model(to_input(x)).float().cpu())
+            out.append(tta_logits(model, to_input(x), tta).cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
+
+
+def tta_logits(model, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """The model's float logits; with `tta`, log of the mean softmax over the image and its mirror
+    (so softmax of the result is the averaged probability, and losses stay comparable)."""
+    logits = model(x).float()
+    if not tta:
+        return logits
+    mirrored = model(x.flip(3)).float()
+    return torch.logsumexp(torch.stack([logits.log_softmax(1), mirrored.log_softmax(1)]), 0) - math.log(2)
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:

@@ -23,10 +23,11 @@ _CHUNK_BYTES = 32 << 20  # rows read from the memmap at a time: amortises batch-
 class Augment:
     hflip: bool = True  # the tutorial's: cats and dogs look the same mirrored
     vflip: bool = False  # optional: upside-down pets are rare, so off by default
+    translate: float = 0.0  # random shifts of up to this fraction of the side, zero-filled
 
     @property
     def active(self) -> bool:
-        return self.hflip or self.vflip
+        return self.hflip or self.vflip or self.translate > 0
 
 
 def batches(
@@ -96,7 +97,7 @@ def _release(images: np.ndarray) -> None:
 
 
 def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Random flips on a uint8 NHWC batch: one vectorised select per flip, no Python per image."""
+    """Random flips and shifts on a uint8 NHWC batch: vectorised over the batch, no Python per image."""
     b = x.shape[0]
     if aug.hflip:  # the coin flips come from the CPU generator: the same on every device
         m = (torch.rand(b, generator=generator) < 0.5).to(x.device)
@@ -104,7 +105,22 @@ def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.
     if aug.vflip:
         m = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(m.view(b, 1, 1, 1), x.flip(1), x)
+    p = round(aug.translate * x.shape[1])
+    if p > 0:
+        x = _shift(x, p, generator)
     return x
+
+
+def _shift(x: torch.Tensor, p: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by its own (dy, dx) in [-p, p]: pad p zeros around, then gather one window
+    per image with a single advanced-indexing op (airbench's random crop, on the whole batch)."""
+    b, h, w, _ = x.shape
+    dy = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=generator).to(x.device)
+    padded = torch.nn.functional.pad(x, (0, 0, p, p, p, p))
+    rows = dy + torch.arange(h, device=x.device).view(1, h, 1)
+    cols = dx + torch.arange(w, device=x.device).view(1, 1, w)
+    return padded[torch.arange(b, device=x.device).view(b, 1, 1), rows, cols]
 
 
 def input_fn(

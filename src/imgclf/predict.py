@@ -11,6 +11,7 @@ import torch
 from .decode import IMAGE_EXTENSIONS, read_and_decode
 from .device import autocast, pick_device, resolve_precision
 from .errors import DecodeError, ImgclfError
+from .evaluate import tta_logits
 from .load import input_fn
 from .runfolder import load_model, read_config
 
@@ -53,7 +54,7 @@ def predict(run: Path | str, inputs: list[Path | str], batch_size: int = 64, dev
             return
         x = torch.from_numpy(np.stack([a for _, a in pending]))
         with autocast(dev, precision):
-            probs = model(to_input(x)).float().softmax(1).cpu().numpy()
+            probs = tta_logits(model, to_input(x), meta.get("tta", False)).softmax(1).cpu().numpy()
         for (i, _), p in zip(pending, probs):
             k = int(p.argmax())
             results[i] = {"path": str(paths[i]), "class": classes[k], "prob": float(p[k]),

@@ -27,7 +27,13 @@ class Recipe:
     nesterov: bool | None = None
     betas: tuple[float, float] | None = None
     weight_decay: float = 0.0
+    decay_norm_bias: bool = True  # False: weight decay on conv/linear weights only, not BN or biases
     schedule: str = "constant"
+    warmup: float = 0.2  # onecycle: fraction of the steps spent warming up
+    label_smoothing: float = 0.0
+    translate: float = 0.0  # random shifts of up to this fraction of the side (augmentation)
+    tta: bool = False  # evaluate on the image and its mirror, averaging the probabilities
+    ema: float | None = None  # evaluate an exponential moving average of the weights with this decay
     description: str = ""
 
     def validate(self) -> "Recipe":
@@ -49,6 +55,12 @@ class Recipe:
             raise ImgclfError(f"{where}: weight_decay must be >= 0, got {self.weight_decay}")
         if self.schedule not in SCHEDULES:
             raise ImgclfError(f"{where}: schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        for key, lo, hi in (("warmup", 0.0, 1.0), ("label_smoothing", 0.0, 1.0), ("translate", 0.0, 0.5)):
+            v = getattr(self, key)
+            if not (isinstance(v, (int, float)) and lo <= v < hi):
+                raise ImgclfError(f"{where}: {key} must be in [{lo:g}, {hi:g}), got {v}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ImgclfError(f"{where}: ema must be a decay in (0, 1) such as 0.99, got {self.ema}")
         return self
 
     def to_dict(self) -> dict:
@@ -95,6 +107,18 @@ def optimizer_class(name: str, where: str = "optimizer") -> type[torch.optim.Opt
         return by_lower[name.lower()]
     except KeyError:
         raise ImgclfError(f"{where}: unknown optimizer '{name}'; torch.optim has {', '.join(sorted(by_lower))}") from None
+
+
+def param_groups(recipe: Recipe, model: torch.nn.Module) -> list[dict]:
+    """One group, or two when weight decay skips BN parameters and biases (all 1-d tensors).
+
+    Decaying a BN scale only shrinks the next layer's input, which the following BN undoes, so
+    it fights the optimizer for nothing; biases are too few to overfit with."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.decay_norm_bias or recipe.weight_decay == 0:
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:

@@ -26,7 +26,7 @@ from .manifest import load_dataset
 from .models import create_model, get_spec
 from .plots import plot_confusion, plot_history
 from .progress import default_workers, make_progress
-from .recipes import PRESETS, Recipe, build_optimizer, recipe_from_dict
+from .recipes import PRESETS, Recipe, build_optimizer, param_groups, recipe_from_dict
 from .runfolder import load_checkpoint, read_config, save_checkpoint, save_weights, sweep_temp_files, write_status
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"]
@@ -36,9 +36,10 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 class TrainConfig:
     data: Path
     out: Path
-    model: str = "seed-cnn"
-    recipe: Recipe = field(default_factory=lambda: PRESETS["adam"])
+    model: str = "auto"  # "auto": the fastcnn variant, size and epochs that fit max_seconds (see plan.py)
+    recipe: Recipe | None = None  # None: the model's bundled recipe, else the adam preset
     epochs: int = 10
+    size: int | None = None  # input size in px; None: the model's default
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 where the hardware runs it natively, else fp32
@@ -58,8 +59,13 @@ class TrainConfig:
     max_seconds: float | None = None  # budget in training wall time; None: no limit
 
     def validate(self) -> "TrainConfig":
-        get_spec(self.model)
-        self.recipe.validate()
+        if self.model != "auto":
+            spec = get_spec(self.model)
+            spec.check_size(self.size)
+            if self.recipe is None:
+                self.recipe = spec.recipe or PRESETS["adam"]
+        if self.recipe is not None:
+            self.recipe.validate()
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
             raise ImgclfError(f"--epochs must be an integer >= 1, got {self.epochs}")
         if self.seed < 0:
@@ -81,7 +87,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["data"], d["out"] = str(self.data), str(self.out)
-        d["recipe"] = self.recipe.to_dict()
+        d["recipe"] = self.recipe.to_dict() if self.recipe else None
         return d
 
 
@@ -96,28 +102,36 @@ class RunResult:
 
 def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = False) -> RunResult:
     """Train and evaluate; returns the result. Raises Diverged (after recording it) on NaN/inf loss."""
+    t_begin = time.perf_counter()
     cfg.validate()
-    recipe = cfg.recipe
     run = Path(cfg.out)
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     ds = load_dataset(cfg.data)
+    if not resume:
+        prepare_out_dir(run, cfg.force, "run")
+    plan = None
+    if cfg.model == "auto":  # measure, then pick the model, size and epochs that fit the budget
+        from .plan import plan_run
+
+        cfg, plan = plan_run(cfg, ds, device, precision, t_begin)
+    recipe = cfg.recipe
     spec = get_spec(cfg.model)
-    meta = {**spec.meta(), "classes": ds.classes, "num_classes": len(ds.classes)}
+    size = spec.check_size(cfg.size)
+    meta = {**spec.meta(size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.tta}
     if resume:
         sweep_temp_files(run)
     else:
-        prepare_out_dir(run, cfg.force, "run")
         # Written before any slow step: with config.json in place, a run killed at any later point resumes.
         write_json(run / "config.json", {
-            **cfg.to_dict(), "precision_resolved": precision, "model_meta": meta,
+            **cfg.to_dict(), "precision_resolved": precision, "model_meta": meta, "plan": plan,
             "dataset": {"root": str(Path(cfg.data).resolve()), "manifest_sha256": ds.manifest_sha256,
                         "counts": {s: len(ds.split_rows(s)) for s in ("train", "val", "test")}},
             "environment": environment(device),
         })
 
     # --- data and model ------------------------------------------------------------------------
-    splits = open_cache(ds, spec.input_size, workers=cfg.workers)
+    splits = open_cache(ds, size, workers=cfg.workers)
     if len(splits["train"]) == 0:
         raise ImgclfError(f"{cfg.data} has no training images; re-run prepare with smaller --val/--test")
     splits = {k: resident(v, device) for k, v in splits.items()}  # GPU: whole splits in device memory
@@ -136,7 +150,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     model = model.to(device, memory_format=fmt)
     net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict keys
     to_input = input_fn(device, spec.mean, spec.std, cfg.channels_last)
-    aug = Augment(hflip=cfg.hflip, vflip=cfg.vflip)
+    aug = Augment(hflip=cfg.hflip, vflip=cfg.vflip, translate=recipe.translate)
     if cfg.mode == "probe":  # frozen backbone: train the linear head on features extracted once
         from .pretrained import feature_input, open_features
 
@@ -144,12 +158,12 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         net, to_input, aug = model._fc, feature_input(device), Augment(hflip=False, vflip=False)
 
     # --- optimizer and schedule --------------------------------------------------------------
-    optimizer = build_optimizer(recipe, net.parameters())
+    optimizer = build_optimizer(recipe, param_groups(recipe, net))
     steps_per_epoch = math.ceil(len(splits["train"]) / recipe.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    scheduler = _scheduler(optimizer, recipe.schedule, total_steps)
+    scheduler = _scheduler(optimizer, recipe.schedule, total_steps, recipe.warmup)
     order_gen = torch.Generator().manual_seed(cfg.seed)  # data order
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)  # flips
     torch.manual_seed(cfg.seed + 2)  # dropout stream, independent of the init above
@@ -167,7 +181,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     write_status(run, "running", epoch=len(history))
 
     # --- epochs ------------------------------------------------------------------------------
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     t_start = time.perf_counter() - sum(h["seconds"] for h in history)
     steps_done = int(history[-1].get("steps", 0)) if history else 0
     for epoch in range(len(history) + 1, cfg.epochs + 1):
@@ -191,7 +205,8 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 f"continue with `imgclf train --resume {run}`"
             ) from None
         steps_done += steps
-        val_logits = predict_logits(net, splits["val"], to_input, device, precision, cfg.eval_batch_size)
+        val_logits = predict_logits(net, splits["val"], to_input, device, precision, cfg.eval_batch_size,
+                                    tta=recipe.tta)
         val_loss, val_probs, _ = loss_and_predictions(val_logits, splits["val"].labels)
         val_acc = float((val_probs.argmax(1) == splits["val"].labels).mean()) if len(val_probs) else float("nan")
         history.append({
@@ -282,12 +297,13 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
     return float(loss_sum) / seen, int(correct) / seen, step
 
 
-def _scheduler(optimizer, schedule: str, total_steps: int):
-    """Per-step LR multiplier: constant (the tutorial), cosine decay, or one-cycle (warm-up then decay)."""
+def _scheduler(optimizer, schedule: str, total_steps: int, warmup: float = 0.2):
+    """Per-step LR multiplier: constant (the tutorial), cosine decay, or one-cycle (linear warm-up
+    over `warmup` of the steps, then linear decay to zero)."""
     if schedule == "cosine":
         f = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))  # noqa: E731
     elif schedule == "onecycle":
-        warm = max(1, int(0.2 * total_steps))
+        warm = max(1, int(warmup * total_steps))
         f = lambda s: (s + 1) / warm if s < warm else max(0.0, (total_steps - s) / (total_steps - warm))  # noqa: E731
     else:
         f = lambda s: 1.0  # noqa: E731
@@ -300,7 +316,7 @@ def evaluate_model(model, meta, split: CachedSplit, split_name: str, run: Path, 
     to_input = to_input or input_fn(device, meta["mean"], meta["std"], channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
-    logits = predict_logits(model, split, to_input, device, precision, batch_size)
+    logits = predict_logits(model, split, to_input, device, precision, batch_size, tta=meta.get("tta", False))
     loss, probs, losses = loss_and_predictions(logits, split.labels)
     pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
     metrics = {"split": split_name, "loss": loss, **compute_metrics(split.labels, pred, meta["classes"])}
@@ -335,6 +351,6 @@ def config_from_run(run: Path | str) -> TrainConfig:
     d = dict(read_config(run))
     known = {f for f in TrainConfig.__dataclass_fields__}
     kw = {k: v for k, v in d.items() if k in known}
-    kw["recipe"] = recipe_from_dict(kw["recipe"])
+    kw["recipe"] = recipe_from_dict(kw["recipe"]) if kw.get("recipe") else None
     kw["data"], kw["out"] = Path(kw["data"]), Path(run)
     return TrainConfig(**kw)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import torch.nn as nn
 
 from ..errors import ImgclfError
+
+if TYPE_CHECKING:
+    from ..recipes import Recipe
 
 
 @dataclass(frozen=True)
@@ -24,20 +27,32 @@ class ModelSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     description: str = ""
-    defaults: dict = field(default_factory=dict)  # recipe defaults a model may bundle
+    sizes: tuple[int, ...] = ()  # other input sizes it accepts (global pooling); () = input_size only
+    recipe: "Recipe | None" = None  # the training recipe bundled with the model, if any
 
-    def meta(self) -> dict:
-        return {"model": self.name, "input_size": self.input_size, "mean": list(self.mean), "std": list(self.std)}
+    def meta(self, size: int | None = None) -> dict:
+        return {"model": self.name, "input_size": size or self.input_size, "mean": list(self.mean),
+                "std": list(self.std)}
+
+    def check_size(self, size: int | None) -> int:
+        """The input size to train at: the model's default, or one it accepts."""
+        if size is None or size == self.input_size:
+            return self.input_size
+        if size not in self.sizes:
+            ok = "/".join(map(str, self.sizes)) if self.sizes else f"only {self.input_size}"
+            raise ImgclfError(f"--size {size} does not suit {self.name}: it takes {ok} px")
+        return size
 
 
 _MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, input_size: int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), description: str = ""):
+def register_model(name: str, *, input_size: int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), description: str = "",
+                   sizes: tuple[int, ...] = (), recipe: "Recipe | None" = None):
     def deco(fn: Callable[[int], nn.Module]):
         if name in _MODELS:
             raise RuntimeError(f"model {name} registered twice")
-        _MODELS[name] = ModelSpec(name, fn, input_size, tuple(mean), tuple(std), description)
+        _MODELS[name] = ModelSpec(name, fn, input_size, tuple(mean), tuple(std), description, tuple(sizes), recipe)
         return fn
 
     return deco

@@ -1,0 +1,117 @@
+"""Pick the model, input size and epochs that make the best use of a time budget on this machine.
+
+`imgclf train DATA` with no --model lands here. The run's budget (default DEFAULT_SECONDS) covers
+everything from the command's start to its test metrics: what has already gone (auto-prepare),
+building the decoded cache, a short speed probe, training, and evaluation.
+
+The rule, from the ablations in BENCHMARKS.md ("fastcnn: accuracy against epochs"): a bigger
+model at a bigger size wins once it gets enough epochs to converge, and loses when it does not.
+So walk the ladder below from the most expensive rung down and take the first that fits at
+least its MIN_EPOCHS; give it as many epochs as fit, up to MAX_EPOCHS (past that the one-cycle
+schedule gains nothing measurable). Throughput is measured here, on this machine, not assumed,
+so the same rule picks big on a GPU and small on a laptop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn as nn
+
+from .cache import cache_dir, open_cache
+from .device import autocast
+from .errors import ImgclfError
+from .models import create_model, get_spec
+from .progress import console
+
+DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
+# (model, size, minimum epochs worth running), most expensive first
+LADDER = [
+    ("fastcnn-l", 128, 16),
+    ("fastcnn-m", 96, 16),
+    ("fastcnn-s", 64, 8),
+]
+MAX_EPOCHS = 40
+SAFETY = 0.92  # plan for 92% of what is left: speed varies from epoch to epoch on a shared machine
+EVAL_SPEEDUP = 3.0  # inference (no backward pass, no optimizer) runs ~3x the training img/s
+CACHE_RATE = 2000.0  # img/s to budget for a cache build (measured 2,500-9,500 on 2 cores)
+
+
+def measure_rate(model_name: str, size: int, batch_size: int, device, precision: str, seconds: float = 1.0) -> float:
+    """Training images per second of one model at one size: two warm-up steps, then `seconds` of steps."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last
+    model = create_model(model_name, 2).to(device, memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 2, (batch_size,), device=device)
+
+    def step():
+        with autocast(device, precision):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    _sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    _sync(device)
+    return n * batch_size / (time.perf_counter() - t0)
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plan_run(cfg, ds, device, precision: str, t_begin: float):
+    """Return (cfg with model, size, epochs, recipe and max_seconds filled in, plan as a dict)."""
+    budget = cfg.max_seconds or DEFAULT_SECONDS
+    n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
+    rows = []
+    choice = None
+    for name, size, min_epochs in LADDER:
+        spec = get_spec(name)
+        recipe = cfg.recipe or spec.recipe
+        rate = measure_rate(name, size, recipe.batch_size, device, precision)
+        left = budget - (time.perf_counter() - t_begin)
+        cache_s = 0.0 if cache_dir(ds, size).is_dir() else len(ds.rows) / CACHE_RATE
+        passes = 2 if recipe.tta else 1
+        epoch_s = n_train / rate + n_val * passes / (rate * EVAL_SPEEDUP)
+        test_s = n_test * passes / (rate * EVAL_SPEEDUP)
+        fits = math.floor((SAFETY * left - cache_s - test_s) / epoch_s)
+        epochs = min(MAX_EPOCHS, fits)
+        rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "epochs_fit": fits})
+        if epochs >= min_epochs:
+            choice = (name, size, epochs, recipe, epochs * epoch_s)
+            break
+    if choice is None:
+        name, size, _ = LADDER[-1]
+        raise ImgclfError(
+            f"--budget seconds={budget:g} is too short for {len(ds.rows)} images on this machine "
+            f"({name} at {size}px trains {rows[-1]['train_img_per_s']:.0f} img/s); give it more seconds or "
+            f"name a model and --epochs"
+        )
+    name, size, epochs, recipe, train_s = choice
+    # Hard stop: what is left once the cache is built, minus the test pass; the plan aims well inside it.
+    left = budget - (time.perf_counter() - t_begin)
+    open_cache(ds, size, workers=cfg.workers)
+    hard_stop = max(1.0, budget - (time.perf_counter() - t_begin) - n_test * 2 / (rows[-1]["train_img_per_s"] * EVAL_SPEEDUP))
+    plan = {"budget_seconds": budget, "chosen": {"model": name, "size": size, "epochs": epochs},
+            "expected_train_seconds": round(train_s, 1), "seconds_left_at_plan": round(left, 1),
+            "measured": rows, "rule": "largest rung of LADDER that fits its minimum epochs (imgclf.plan)"}
+    console.print(
+        f"budget {budget:g} s: training [bold]{name}[/bold] at {size} px for {epochs} epochs "
+        f"(~{train_s:.0f} s at {rows[-1]['train_img_per_s']:.0f} img/s measured; "
+        f"same run without the budget: --model {name} --size {size} --epochs {epochs})",
+        highlight=False, soft_wrap=True,
+    )
+    return replace(cfg, model=name, size=size, epochs=epochs, recipe=recipe, max_seconds=hard_stop), plan

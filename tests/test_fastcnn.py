@@ -1,0 +1,111 @@
+"""fastcnn family, its bundled recipe (shifts, label smoothing, no decay on BN/bias, flip TTA) and the budget plan."""
+
+import csv
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from imgclf.errors import ImgclfError
+from imgclf.evaluate import tta_logits
+from imgclf.load import Augment, augment
+from imgclf.models import create_model, get_spec
+from imgclf.recipes import Recipe, build_optimizer, param_groups
+from imgclf.train import TrainConfig, train
+
+
+@pytest.mark.parametrize("name", ["fastcnn-s", "fastcnn-m", "fastcnn-l"])
+def test_fastcnn_takes_every_listed_size(name):
+    spec = get_spec(name)
+    assert spec.recipe is not None and spec.recipe.validate()
+    m = create_model(name, 3).eval()
+    for size in spec.sizes:
+        assert m(torch.randn(2, 3, size, size)).shape == (2, 3)
+    with pytest.raises(ImgclfError, match="--size 100"):
+        spec.check_size(100)
+    with pytest.raises(ImgclfError, match="only 224"):
+        get_spec("seed-cnn").check_size(64)
+
+
+def test_weight_decay_skips_norm_and_bias():
+    m = create_model("fastcnn-s", 2)
+    r = get_spec("fastcnn-s").recipe
+    groups = param_groups(r, m)
+    assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    opt = build_optimizer(r, groups)
+    assert opt.param_groups[0]["weight_decay"] == r.weight_decay and opt.param_groups[0]["nesterov"]
+    assert len(param_groups(Recipe("x", "sgd", lr=0.1), m)) == 1  # default: decay everything, like torch
+
+
+@pytest.mark.parametrize("bad, msg", [(dict(label_smoothing=1.0), "label_smoothing"), (dict(translate=-0.1), "translate"),
+                                      (dict(warmup=1.5), "warmup"), (dict(ema=1.0), "ema")])
+def test_recipe_rejects_bad_new_fields(bad, msg):
+    with pytest.raises(ImgclfError, match=msg):
+        Recipe("x", "sgd", lr=0.1, **bad).validate()
+
+
+def test_shifts_move_whole_images_and_fill_with_zeros():
+    x = torch.zeros(64, 16, 16, 3, dtype=torch.uint8)
+    x[:, 8, 8] = 255  # one bright pixel per image
+    g = torch.Generator().manual_seed(0)
+    y = augment(x, Augment(hflip=False, translate=0.25), g)  # up to 4 px each way
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    pos = [tuple(int(v) for v in torch.nonzero(img[..., 0])[0]) for img in y]
+    shifts = {(r - 8, c - 8) for r, c in pos}
+    assert all(abs(dy) <= 4 and abs(dx) <= 4 for dy, dx in shifts) and len(shifts) > 10  # random per image
+    assert all(int((img > 0).sum()) == 3 for img in y)  # nothing else appears
+    z = augment(x, Augment(hflip=False, translate=0.25), torch.Generator().manual_seed(0))
+    assert torch.equal(y, z)  # seeded: the same shifts again
+
+
+def test_flip_tta_averages_probabilities():
+    torch.manual_seed(0)
+    m = create_model("fastcnn-s", 2).eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        p = tta_logits(m, x, True).softmax(1)
+        want = (m(x).softmax(1) + m(x.flip(3)).softmax(1)) / 2
+        assert torch.allclose(p, want, atol=1e-6)
+        assert torch.equal(tta_logits(m, x, False), m(x))
+
+
+def test_fastcnn_trains_with_its_bundled_recipe(prepared, tmp_path):
+    recipe = replace(get_spec("fastcnn-s").recipe, batch_size=8)  # ~40 training images: a few steps per epoch
+
+    def run(name):
+        return train(TrainConfig(data=prepared.root, out=tmp_path / name, model="fastcnn-s", recipe=recipe,
+                                 epochs=3, workers=1, size=96))
+
+    a, b = run("a"), run("b")
+    conf = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert conf["recipe"]["name"] == "fastcnn" and conf["recipe"]["label_smoothing"] > 0
+    assert conf["model_meta"] == {**conf["model_meta"], "input_size": 96, "tta": True}
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history) and a.metrics == b.metrics  # deterministic on CPU
+    with open(tmp_path / "a" / "predictions.csv", newline="") as f:
+        preds = list(csv.DictReader(f))
+    assert a.metrics["accuracy"] == pytest.approx(np.mean([p["true"] == p["pred"] for p in preds]))
+    assert a.metrics["accuracy"] > 0.9  # colour classes: trivially learnable
+
+
+def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch):
+    import imgclf.plan as plan
+
+    # Two cheap rungs, at most 3 epochs: this checks the mechanism; BENCHMARKS.md holds the real ladder's figures.
+    monkeypatch.setattr(plan, "LADDER", [("fastcnn-m", 96, 10_000), ("fastcnn-s", 64, 1)])
+    monkeypatch.setattr(plan, "MAX_EPOCHS", 3)
+    r = train(TrainConfig(data=prepared.root, out=tmp_path / "auto", model="auto", max_seconds=60, workers=1))
+    conf = json.loads((tmp_path / "auto" / "config.json").read_text())
+    p = conf["plan"]
+    assert p["budget_seconds"] == 60 and conf["model"] == p["chosen"]["model"]
+    assert conf["epochs"] == p["chosen"]["epochs"] >= 1 and conf["size"] == p["chosen"]["size"]
+    assert all(m["train_img_per_s"] > 0 for m in p["measured"])
+    assert [m["model"] for m in p["measured"]] == ["fastcnn-m", "fastcnn-s"]  # m cannot fit 10k epochs
+    assert conf["model"] == "fastcnn-s" and conf["epochs"] == 3 and conf["recipe"]["name"] == "fastcnn"
+    assert r.status == "done" and len(r.history) == 3
+    with pytest.raises(ImgclfError, match="seconds=0.5 is too short"):
+        train(TrainConfig(data=prepared.root, out=tmp_path / "short", model="auto", max_seconds=0.5, workers=1))
