@@ -109,3 +109,18 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
     assert r.status == "done" and len(r.history) == 3
     with pytest.raises(ImgclfError, match="seconds=0.5 is too short"):
         train(TrainConfig(data=prepared.root, out=tmp_path / "short", model="auto", max_seconds=0.5, workers=1))
+
+
+def test_ema_weights_are_the_ones_saved_and_checkpointed(prepared, tmp_path):
+    from safetensors.torch import load_file
+
+    from imgclf.runfolder import load_checkpoint
+
+    recipe = replace(get_spec("fastcnn-s").recipe, batch_size=8, ema=0.9)
+    r = train(TrainConfig(data=prepared.root, out=tmp_path / "ema", model="fastcnn-s", recipe=recipe, epochs=2,
+                          workers=1))
+    ck = load_checkpoint(tmp_path / "ema" / "checkpoint.pt")
+    saved = load_file(str(tmp_path / "ema" / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in ck["ema"].items())
+    assert any(not torch.equal(ck["model"][k], v) for k, v in ck["ema"].items())  # an average, not a copy
+    assert r.status == "done"

@@ -7,6 +7,7 @@ same seed gives the same numbers, and a resumed run matches an uninterrupted one
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -159,6 +160,9 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
 
     # --- optimizer and schedule --------------------------------------------------------------
     optimizer = build_optimizer(recipe, param_groups(recipe, net))
+    # EMA: a second copy of the weights, averaged over steps, is what gets evaluated and saved.
+    trained = model._fc if cfg.mode == "probe" else model
+    ema_net = copy.deepcopy(trained).requires_grad_(False) if recipe.ema else None
     steps_per_epoch = math.ceil(len(splits["train"]) / recipe.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
@@ -176,6 +180,8 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         scheduler.load_state_dict(state["scheduler"])
         order_gen.set_state(state["rng"]["order"])
         aug_gen.set_state(state["rng"]["aug"])
+        if ema_net is not None:
+            ema_net.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"]["torch"])
         history = list(state["history"])
     write_status(run, "running", epoch=len(history))
@@ -194,6 +200,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             tr_loss, tr_acc, steps = _train_epoch(
                 net, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                 order_gen, aug_gen, device, precision, f"{recipe.name} {epoch}/{cfg.epochs}", epoch, budget,
+                ema=(ema_net, recipe.ema, steps_done) if ema_net is not None else None,
             )
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
@@ -205,7 +212,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 f"continue with `imgclf train --resume {run}`"
             ) from None
         steps_done += steps
-        val_logits = predict_logits(net, splits["val"], to_input, device, precision, cfg.eval_batch_size,
+        val_logits = predict_logits(ema_net or net, splits["val"], to_input, device, precision, cfg.eval_batch_size,
                                     tta=recipe.tta)
         val_loss, val_probs, _ = loss_and_predictions(val_logits, splits["val"].labels)
         val_acc = float((val_probs.argmax(1) == splits["val"].labels).mean()) if len(val_probs) else float("nan")
@@ -219,11 +226,14 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "history": history,
             "rng": {"order": order_gen.get_state(), "aug": aug_gen.get_state(), "torch": torch.get_rng_state()},
+            **({"ema": ema_net.state_dict()} if ema_net is not None else {}),
         })
         if budget.spent:
             break
 
     # --- weights, curves, test metrics ---------------------------------------------------------
+    if ema_net is not None:  # the averaged weights are the result
+        trained.load_state_dict(ema_net.state_dict())
     save_weights(run, model, meta)
     plot_history(history, "loss", run / "loss.png", f"{recipe.name}: loss")
     plot_history(history, "acc", run / "accuracy.png", f"{recipe.name}: accuracy")
@@ -257,12 +267,16 @@ class _Budget:
 
 
 def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, loss_fn, to_input, aug,
-                 order_gen, aug_gen, device, precision, desc, epoch, budget: _Budget) -> tuple[float, float, int]:
+                 order_gen, aug_gen, device, precision, desc, epoch, budget: _Budget,
+                 ema=None) -> tuple[float, float, int]:
     """One pass over the training split (or until the budget runs out): (loss, accuracy, steps).
 
     Loss/accuracy sums stay on the device until the bar refreshes, so batch-size-1 SGD is not
-    slowed by a host sync per step."""
+    slowed by a host sync per step. `ema` = (averaged copy, decay, steps before this epoch)."""
     model.train()
+    if ema is not None:
+        ema_net, decay, steps_before = ema
+        ema_pairs = _float_and_other(ema_net, getattr(model, "_orig_mod", model))  # compiled: its module
     n = len(split)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -281,6 +295,8 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
             optimizer.step()
             scheduler.step()
             step += 1
+            if ema is not None:
+                _ema_update(ema_pairs, decay, steps_before + step)
             seen += len(y)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == yb).sum()
@@ -295,6 +311,26 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
             if stop:
                 break
     return float(loss_sum) / seen, int(correct) / seen, step
+
+
+def _float_and_other(ema_net, model):
+    """(EMA float tensors, model float tensors, EMA other, model other): lists built once per epoch."""
+    pairs = list(zip(ema_net.state_dict().values(), model.state_dict().values()))
+    fl = [(e, m) for e, m in pairs if e.is_floating_point()]
+    ot = [(e, m) for e, m in pairs if not e.is_floating_point()]
+    return [e for e, _ in fl], [m for _, m in fl], [e for e, _ in ot], [m for _, m in ot]
+
+
+@torch.no_grad()
+def _ema_update(pairs, decay: float, step: int) -> None:
+    """ema <- ema + (1 - d) * (w - ema), one fused op over all tensors. d ramps up as (1+t)/(10+t)
+    so the first steps' random weights wash out quickly; BN buffers are averaged too, and integer
+    counters copied."""
+    ema_f, model_f, ema_o, model_o = pairs
+    d = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(ema_f, model_f, 1.0 - d)
+    for e, m in zip(ema_o, model_o):
+        e.copy_(m)
 
 
 def _scheduler(optimizer, schedule: str, total_steps: int, warmup: float = 0.2):
