@@ -56,8 +56,6 @@ def main() -> None:
     rows, ref = [], None
     for name in args.only.split(","):
         what, overrides = VARIANTS[name]
-        if "ema" in overrides and "ema" not in base.__dataclass_fields__:
-            continue
         recipe = replace(base, **overrides)
         r = train(TrainConfig(data=data, out=tmp / name, model=args.model, recipe=recipe, epochs=args.epochs,
                               size=args.size, seed=args.seed, report=False))
@@ -65,10 +63,16 @@ def main() -> None:
         ref = acc if name == "bundled" else ref
         rows.append([name, what, f"{acc:.2%}", _delta(acc, ref), f"{r.seconds:.0f}"])
         print(rows[-1], flush=True)
-        if name == "bundled" and base.tta:
-            acc = _without_tta(tmp / name)
-            rows.append(["no-tta", "flip TTA off (same weights as bundled)", f"{acc:.2%}", _delta(acc, ref), "-"])
-            print(rows[-1], flush=True)
+        if name == "bundled":  # evaluation-only choices: rescored on the same weights
+            train_size = _train_size(tmp / name)
+            for label, what, tta, size in [
+                ("no-tta", "flip TTA off", False, None),
+                ("no-eval-scale", f"evaluate at the training size ({train_size} px)", True, train_size),
+                ("neither", "no TTA, training size", False, train_size),
+            ]:
+                acc = _rescore(tmp / name, tta, size)
+                rows.append([label, f"{what} (same weights as bundled)", f"{acc:.2%}", _delta(acc, ref), "-"])
+                print(rows[-1], flush=True)
     print(f"\nmachine: {machine()}; {args.model}, {args.epochs} epochs, seed {args.seed}, data {data}\n")
     print(table(["variant", "change", "test acc", "vs bundled", "train+eval s"], rows))
 
@@ -77,8 +81,14 @@ def _delta(acc: float, ref: float | None) -> str:
     return "-" if ref is None or acc == ref else f"{(acc - ref) * 100:+.2f} pts"
 
 
-def _without_tta(run: Path) -> float:
-    """Test accuracy of a finished run's weights evaluated on the plain image only."""
+def _train_size(run: Path) -> int:
+    from imgclf.files import read_json
+
+    return read_json(run / "model.json")["train_size"]
+
+
+def _rescore(run: Path, tta: bool, size: int | None) -> float:
+    """Test accuracy of a finished run's weights, with or without flip TTA, at `size` (None: as saved)."""
     import numpy as np
 
     from imgclf.cache import open_cache
@@ -91,9 +101,9 @@ def _without_tta(run: Path) -> float:
     cfg = read_config(run)
     dev = pick_device("cpu")
     model, meta = load_model(run, dev)
-    split = open_cache(load_dataset(cfg["data"]), meta["input_size"])["test"]
+    split = open_cache(load_dataset(cfg["data"]), size or meta["input_size"])["test"]
     logits = predict_logits(model, split, input_fn(dev, meta["mean"], meta["std"], False), dev,
-                            resolve_precision("auto", dev), tta=False)
+                            resolve_precision("auto", dev), tta=tta)
     return float((logits.argmax(1) == split.labels).mean())
 
 

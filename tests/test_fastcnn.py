@@ -83,7 +83,8 @@ def test_fastcnn_trains_with_its_bundled_recipe(prepared, tmp_path):
     a, b = run("a"), run("b")
     conf = json.loads((tmp_path / "a" / "config.json").read_text())
     assert conf["recipe"]["name"] == "fastcnn" and conf["recipe"]["label_smoothing"] > 0
-    assert conf["model_meta"] == {**conf["model_meta"], "input_size": 96, "tta": True}
+    # trained at 96, evaluated (and later predicting) at 96 x eval_scale 1.125 = 108
+    assert conf["model_meta"] == {**conf["model_meta"], "train_size": 96, "input_size": 108, "tta": True}
     strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
     assert strip(a.history) == strip(b.history) and a.metrics == b.metrics  # deterministic on CPU
     with open(tmp_path / "a" / "predictions.csv", newline="") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -111,7 +112,10 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run folder made by imgclf"),
 ):
-    """Train one model with one optimizer recipe; write weights, curves and test metrics."""
+    """Train one model with one optimizer recipe; write weights, curves and test metrics.
+
+    With no --model: the fastcnn variant, input size and epochs that fit --budget (default 5 min)."""
+    t_command = time.perf_counter()  # a planned budget counts from here, auto-prepare included
     from .compare import parse_budget
     from .models import get_spec
     from .recipes import get_recipe, load_recipes, with_overrides
@@ -154,13 +158,19 @@ def train(
         cfg = TrainConfig(data=data, out=out, model=model or "auto", recipe=recipe,
                           epochs=(recipe.epochs if recipe else None) or epochs or 10, size=size, seed=seed,
                           max_steps=int(amount) if kind == "steps" else None,
-                          max_seconds=amount if kind == "seconds" else None,
+                          max_seconds=_seconds_left(amount, t_command, model) if kind == "seconds" else None,
                           device=device, precision=precision, channels_last=channels_last, vflip=vflip, force=force,
                           compile=compile, pretrained=pretrained,
                           pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)
     result = run_train(cfg, resume=resume is not None)
     _print_metrics(result.metrics, f"{cfg.out}: test metrics")
     out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s); report: {result.run_dir / 'report.html'}")
+
+
+def _seconds_left(budget: float, t_command: float, model: str | None) -> float:
+    """A planned run (no --model) ends within `budget` of the command's start: subtract what
+    auto-prepare took. With a named model the budget is training time alone, as in compare."""
+    return budget if model else max(1e-3, budget - (time.perf_counter() - t_command))
 
 
 @app.command()

@@ -119,7 +119,10 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     recipe = cfg.recipe
     spec = get_spec(cfg.model)
     size = spec.check_size(cfg.size)
-    meta = {**spec.meta(size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.tta}
+    # Evaluate (val, test, and later predict) at eval_scale x the training size: see Recipe.eval_scale.
+    eval_size = round(size * recipe.eval_scale) if spec.sizes else size
+    meta = {**spec.meta(eval_size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.tta,
+            "train_size": size}
     if resume:
         sweep_temp_files(run)
     else:
@@ -133,6 +136,8 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
 
     # --- data and model ------------------------------------------------------------------------
     splits = open_cache(ds, size, workers=cfg.workers)
+    if eval_size != size:
+        splits = {**open_cache(ds, eval_size, workers=cfg.workers), "train": splits["train"]}
     if len(splits["train"]) == 0:
         raise ImgclfError(f"{cfg.data} has no training images; re-run prepare with smaller --val/--test")
     splits = {k: resident(v, device) for k, v in splits.items()}  # GPU: whole splits in device memory
