@@ -89,7 +89,6 @@ def _train_size(run: Path) -> int:
 
 def _rescore(run: Path, tta: bool, size: int | None) -> float:
     """Test accuracy of a finished run's weights, with or without flip TTA, at `size` (None: as saved)."""
-    import numpy as np
 
     from imgclf.cache import open_cache
     from imgclf.device import pick_device, resolve_precision

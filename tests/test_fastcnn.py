@@ -41,8 +41,9 @@ def test_weight_decay_skips_norm_and_bias():
     assert len(param_groups(Recipe("x", "sgd", lr=0.1), m)) == 1  # default: decay everything, like torch
 
 
-@pytest.mark.parametrize("bad, msg", [(dict(label_smoothing=1.0), "label_smoothing"), (dict(translate=-0.1), "translate"),
-                                      (dict(warmup=1.5), "warmup"), (dict(ema=1.0), "ema")])
+@pytest.mark.parametrize("bad, msg", [(dict(label_smoothing=1.0), "label_smoothing"), (dict(warmup=1.5), "warmup"),
+                                      (dict(translate=-0.1), "translate"), (dict(ema=1.0), "ema"),
+                                      (dict(eval_scale=3), "eval_scale")])
 def test_recipe_rejects_bad_new_fields(bad, msg):
     with pytest.raises(ImgclfError, match=msg):
         Recipe("x", "sgd", lr=0.1, **bad).validate()

@@ -149,11 +149,15 @@ def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
 
 
 def get_recipe(name: str) -> Recipe:
+    """A preset, or a recipe bundled with a model (`fastcnn`)."""
+    from .models import get_spec, list_models
+
+    known = {**PRESETS, **{s.recipe.name: s.recipe for s in map(get_spec, list_models()) if s.recipe}}
     try:
-        return PRESETS[name]
+        return known[name]
     except KeyError:
         raise ImgclfError(
-            f"--optimizer '{name}' is not a preset ({', '.join(PRESETS)}); define it in a --recipes YAML file"
+            f"--optimizer '{name}' is not a preset ({', '.join(known)}); define it in a --recipes YAML file"
         ) from None
 
 

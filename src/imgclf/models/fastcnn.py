@@ -73,7 +73,8 @@ class FastCNN(nn.Module):
 
 
 def _register(name: str, stem: int, widths: tuple[int, ...], depth: int, size: int) -> None:
-    desc = f"from-scratch CNN, widths {'/'.join(map(str, widths))}, default {size} px (sizes {'/'.join(map(str, SIZES))})"
+    sizes = "/".join(map(str, SIZES))
+    desc = f"from-scratch CNN, widths {'/'.join(map(str, widths))}, default {size} px (takes {sizes})"
 
     @register_model(name, input_size=size, sizes=SIZES, recipe=RECIPE, description=desc)
     def build(num_classes: int) -> nn.Module:

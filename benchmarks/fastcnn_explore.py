@@ -1,0 +1,185 @@
+"""Exploration harness for fastcnn's architecture (variants that are not in the registry).
+
+    python benchmarks/fastcnn_explore.py --data DIR [--size 64] [--epochs 30] [--widths 64,128,256]
+        [--pool_first 0|1] [--lr 0.05] [--translate 4] [--zoom 1.0] [--eval_sizes 72,80]
+
+DIR is a dataset from `imgclf prepare`. One self-contained training loop (the same loader,
+shift augmentation, one-cycle nesterov SGD and flip TTA as imgclf's), so an architecture idea
+costs one command; the ones that won moved into src/imgclf/models/fastcnn.py. Prints test
+accuracy (and at --eval_sizes) and training seconds. Used for the exploration table in BENCHMARKS.md.
+"""
+
+import argparse
+import time
+import math
+import copy
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from imgclf.manifest import load_dataset
+from imgclf.cache import open_cache
+from imgclf.load import batches
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data", default="/tmp/pets")
+ap.add_argument("--size", type=int, default=64)
+ap.add_argument("--epochs", type=int, default=10)
+ap.add_argument("--widths", default="64,128,256")
+ap.add_argument("--stem", type=int, default=32)
+ap.add_argument("--depth", type=int, default=2)
+ap.add_argument("--pool_first", type=int, default=0)
+ap.add_argument("--lr", type=float, default=0.2)
+ap.add_argument("--wd", type=float, default=5e-4)
+ap.add_argument("--bs", type=int, default=128)
+ap.add_argument("--ls", type=float, default=0.1)
+ap.add_argument("--translate", type=int, default=4)
+ap.add_argument("--tta", type=int, default=1)
+ap.add_argument("--ema", type=float, default=0)
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--warm", type=float, default=0.2)
+ap.add_argument("--nesterov", type=int, default=1)
+ap.add_argument("--bnwd", type=int, default=0)
+ap.add_argument("--eval_sizes", default="")
+ap.add_argument("--zoom", type=float, default=1.0)
+ap.add_argument("--src", type=int, default=0)
+ap.add_argument("--drop", type=float, default=0)
+ap.add_argument("--scale", type=float, default=0)
+a = ap.parse_args()
+torch.manual_seed(a.seed)
+ds = load_dataset(a.data)
+sp = open_cache(ds, a.size)
+src = open_cache(ds, a.src) if a.src else sp
+tr = src["train"]
+
+
+def cbr(ci, co):
+    return [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.GELU()]
+
+
+L = [nn.Conv2d(3, a.stem, 2, stride=2, bias=False), nn.BatchNorm2d(a.stem), nn.GELU()]
+ci = a.stem
+for w in map(int, a.widths.split(",")):
+    if a.pool_first:
+        L += [nn.MaxPool2d(2)] + cbr(ci, w)
+    else:
+        L += [nn.Conv2d(ci, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.GELU()]
+    L += sum([cbr(w, w) for _ in range(a.depth - 1)], [])
+    ci = w
+L += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(a.drop), nn.Linear(ci, 2, bias=False)]
+m = nn.Sequential(*L).to(memory_format=torch.channels_last)
+decay = [p for n, p in m.named_parameters() if p.ndim > 1 or a.bnwd]
+nod = [p for n, p in m.named_parameters() if not (p.ndim > 1 or a.bnwd)]
+opt = torch.optim.SGD(
+    [{"params": decay, "weight_decay": a.wd}, {"params": nod, "weight_decay": 0}],
+    lr=a.lr,
+    momentum=0.9,
+    nesterov=bool(a.nesterov),
+)
+spe = math.ceil(len(tr) / a.bs)
+total = spe * a.epochs
+warm = max(1, int(a.warm * total))
+sched = torch.optim.lr_scheduler.LambdaLR(
+    opt, lambda s: (s + 1) / warm if s < warm else max(0, (total - s) / (total - warm))
+)
+mean = torch.tensor([0.5] * 3).view(1, 3, 1, 1) * 255
+std = torch.tensor([0.25] * 3).view(1, 3, 1, 1) * 255
+
+
+def inp(x):
+    return ((x.permute(0, 3, 1, 2).float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+g = torch.Generator().manual_seed(a.seed)
+ga = torch.Generator().manual_seed(a.seed + 1)
+
+
+def aug(x):
+    b, h, w, _ = x.shape
+    m_ = torch.rand(b, generator=ga) < 0.5
+    x = torch.where(m_.view(b, 1, 1, 1), x.flip(2), x)
+    p = a.translate
+    if p:
+        xp = torch.nn.functional.pad(x, (0, 0, p, p, p, p))  # zero pad
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=ga)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=ga)
+        ar = torch.arange(h)
+        x = xp[torch.arange(b)[:, None, None], (dy[:, None] + ar)[:, :, None], (dx[:, None] + ar)[:, None, :]]
+    return x
+
+
+ema = copy.deepcopy(m) if a.ema else None
+
+
+def evaluate(model, split):
+    model.eval()
+    correct = 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for x, y in batches(split, 512, shuffle=False):
+            xi = inp(x)
+            lo = model(xi).float()
+            if a.tta:
+                lo = lo.softmax(1) + model(xi.flip(3)).float().softmax(1)
+            correct += (lo.argmax(1) == y).sum().item()
+    return correct / len(split)
+
+
+t0 = time.perf_counter()
+step = 0
+for ep in range(a.epochs):
+    m.train()
+    tl = 0
+    n = 0
+    for x, y in batches(tr, a.bs, shuffle=True, generator=g, drop_last=True):
+        x = aug(x)
+        xi = inp(x)
+        if a.zoom < 1 or a.src:
+            b = xi.shape[0]
+            area = torch.empty(b).uniform_(a.zoom, 1, generator=ga)
+            sc = area.sqrt()
+            asp = torch.empty(b).uniform_(-0.2, 0.2, generator=ga).exp().sqrt() if a.zoom < 1 else torch.ones(b)
+            sx = sc * asp
+            sy = sc / asp
+            sx = sx.clamp(max=1)
+            sy = sy.clamp(max=1)
+            tx = (torch.rand(b, generator=ga) * 2 - 1) * (1 - sx)
+            ty = (torch.rand(b, generator=ga) * 2 - 1) * (1 - sy)
+            th = torch.zeros(b, 2, 3)
+            th[:, 0, 0] = sx
+            th[:, 1, 1] = sy
+            th[:, 0, 2] = tx
+            th[:, 1, 2] = ty
+            grid = F.affine_grid(th, (b, 3, a.size, a.size), align_corners=False)
+            xi = F.grid_sample(
+                xi.contiguous(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
+            ).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lo = m(xi)
+        loss = F.cross_entropy(lo.float(), y, label_smoothing=a.ls)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        if ema is not None:
+            with torch.no_grad():
+                for pe, pm in zip(ema.state_dict().values(), m.state_dict().values()):
+                    if pe.dtype.is_floating_point:
+                        pe.lerp_(pm, 1 - a.ema)
+                    else:
+                        pe.copy_(pm)
+        tl += loss.item() * len(y)
+        n += len(y)
+    if ep == a.epochs - 1 or ep % 3 == 2:
+        print(
+            f"ep {ep + 1} loss {tl / n:.4f} val {evaluate(m, sp['val']):.4f} t {time.perf_counter() - t0:.0f}s",
+            flush=True,
+        )
+tt = time.perf_counter() - t0
+res = evaluate(m, sp["test"])
+s = f"TEST {res:.4f}"
+if ema is not None:
+    s += f" ema {evaluate(ema, sp['test']):.4f}"
+print(vars(a))
+print(s, f"train {tt:.0f}s")
+for es in [int(v) for v in a.eval_sizes.split(",") if v]:
+    print(f"TEST@{es} {evaluate(m, open_cache(ds, es)['test']):.4f}", flush=True)
