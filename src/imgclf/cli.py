@@ -88,7 +88,8 @@ def train(
     data: Optional[Path] = typer.Argument(None, help="dataset folder written by `imgclf prepare`"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder to write"),
     model: Optional[str] = typer.Option(
-        None, help="architecture (see `imgclf models`); default: the fastcnn size and epochs that fit --budget"),
+        None, help="architecture (see `imgclf models`); default: the fastcnn size and epochs that fit --budget "
+                   "(fastcnn-s when --epochs or --size is given)"),
     optimizer: Optional[str] = typer.Option(
         None, help="preset recipe, or a name from --recipes; default: the model's bundled recipe, else adam"),
     recipes: Optional[Path] = typer.Option(None, help="YAML file of recipes to pick --optimizer from"),
@@ -132,8 +133,9 @@ def train(
             data = ensure_prepared(data, out.parent / f"{out.name}-data", seed)
         kind, amount = parse_budget(budget) or ("", None)
         if model is None and (epochs is not None or kind in ("epochs", "steps") or size is not None):
-            raise ImgclfError("--epochs, --size and --budget epochs/steps need a --model; with none, "
-                              "`--budget seconds=S` picks the model, size and epochs")
+            from .plan import DEFAULT_MODEL
+
+            model = DEFAULT_MODEL  # a fixed length asked for: nothing to plan, the default model it is
         if kind == "epochs":
             epochs = int(amount)
         if recipes:

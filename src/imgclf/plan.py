@@ -27,6 +27,7 @@ from .errors import ImgclfError
 from .models import create_model, get_spec
 from .progress import console
 
+DEFAULT_MODEL = "fastcnn-s"  # with no --model but a fixed --epochs: nothing to plan
 DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
 # (model, size, minimum epochs worth running), most expensive first. Measured on fastcnn-s: 96 px
 # for 15 epochs (88.6%) lost to 64 px for 30 epochs (89.7%) in about the same time, so a bigger
