@@ -31,6 +31,7 @@ class Recipe:
     schedule: str = "constant"
     warmup: float = 0.2  # onecycle: fraction of the steps spent warming up
     label_smoothing: float = 0.0
+    drop_last: bool = False  # skip each epoch's last, smaller batch (its BN statistics are noisy)
     translate: float = 0.0  # random shifts of up to this fraction of the side (augmentation)
     tta: bool = False  # evaluate on the image and its mirror, averaging the probabilities
     # Evaluate at this multiple of the training size (models that take any size). Random shifts and

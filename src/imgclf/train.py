@@ -168,7 +168,9 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     # EMA: a second copy of the weights, averaged over steps, is what gets evaluated and saved.
     trained = model._fc if cfg.mode == "probe" else model
     ema_net = copy.deepcopy(trained).requires_grad_(False) if recipe.ema else None
-    steps_per_epoch = math.ceil(len(splits["train"]) / recipe.batch_size)
+    n_train = len(splits["train"])
+    full = recipe.drop_last and n_train >= recipe.batch_size
+    steps_per_epoch = n_train // recipe.batch_size if full else math.ceil(n_train / recipe.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
@@ -206,6 +208,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 net, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                 order_gen, aug_gen, device, precision, f"{recipe.name} {epoch}/{cfg.epochs}", epoch, budget,
                 ema=(ema_net, recipe.ema, steps_done) if ema_net is not None else None,
+                drop_last=recipe.drop_last,
             )
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
@@ -273,7 +276,7 @@ class _Budget:
 
 def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                  order_gen, aug_gen, device, precision, desc, epoch, budget: _Budget,
-                 ema=None) -> tuple[float, float, int]:
+                 ema=None, drop_last: bool = False) -> tuple[float, float, int]:
     """One pass over the training split (or until the budget runs out): (loss, accuracy, steps).
 
     Loss/accuracy sums stay on the device until the bar refreshes, so batch-size-1 SGD is not
@@ -282,13 +285,15 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
     if ema is not None:
         ema_net, decay, steps_before = ema
         ema_pairs = _float_and_other(ema_net, getattr(model, "_orig_mod", model))  # compiled: its module
-    n = len(split)
+    drop_last = drop_last and len(split) >= batch_size
+    n = len(split) - len(split) % batch_size if drop_last else len(split)  # images this epoch trains on
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, step, last_ui = 0, 0, 0.0
     with make_progress("img", "loss {task.fields[loss]} acc {task.fields[acc]}") as bar:
         task = bar.add_task(desc, total=n, loss="-", acc="-")
-        for x, y in batches(split, batch_size, shuffle=True, generator=order_gen, pin=device.type == "cuda"):
+        for x, y in batches(split, batch_size, shuffle=True, generator=order_gen, pin=device.type == "cuda",
+                            drop_last=drop_last):
             if aug.active:
                 x = augment(x, aug, aug_gen)
             xb, yb = to_input(x), y.to(device, non_blocking=True)
