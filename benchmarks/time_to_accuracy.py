@@ -45,7 +45,9 @@ def main():
             total = time.perf_counter() - t
             conf = json.loads((tmp / "run" / "config.json").read_text())
             acc = json.loads((tmp / "run" / "metrics.json").read_text())["accuracy"]
-            what = f"{conf['model']} {conf['model_meta']['input_size']}px, {len(_history(tmp / 'run'))} epochs"
+            meta = conf["model_meta"]
+            size = meta.get("train_size", meta["input_size"])
+            what = f"{conf['model']} {size}px, {len(_history(tmp / 'run'))} epochs"
             rows.append([name, " ".join(CONTESTANTS[name]), what, f"{total:.0f}", f"{acc:.2%}"])
             print(rows[-1], flush=True)
         finally:

@@ -118,7 +118,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
             "expected_train_seconds": round(train_s, 1), "seconds_left_at_plan": round(left, 1),
             "measured": rows, "rule": "largest rung of LADDER that fits its minimum epochs (imgclf.plan)"}
     console.print(
-        f"budget {budget:g} s: training [bold]{name}[/bold] at {size} px for {epochs} epochs "
+        f"budget {budget:.0f} s: training [bold]{name}[/bold] at {size} px for {epochs} epochs "
         f"(~{train_s:.0f} s at {rows[-1]['train_img_per_s']:.0f} img/s measured; "
         f"same run without the budget: --model {name} --size {size} --epochs {epochs})",
         highlight=False, soft_wrap=True,

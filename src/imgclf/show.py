@@ -32,11 +32,14 @@ def show(data: Path | str, out: Path | str = "batch.png", split: str = "train", 
     pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)  # random order, classes mixed
     titles = [rows[i]["class"] for i in pick]
     if augmented:
-        cached = open_cache(ds, get_spec(model).input_size)[split]
+        spec = get_spec(model)
+        translate = spec.recipe.translate if spec.recipe else 0.0  # the model's bundled shifts, if any
+        cached = open_cache(ds, spec.input_size)[split]
         x = torch.from_numpy(np.stack([cached.images[i] for i in pick]))
-        x = augment(x, Augment(hflip=True, vflip=vflip), torch.Generator().manual_seed(seed))
+        x = augment(x, Augment(hflip=True, vflip=vflip, translate=translate), torch.Generator().manual_seed(seed))
         images = list(x.numpy())
-        title = f"{split}: {len(pick)} images as the training loader feeds them ({get_spec(model).input_size}px, flips)"
+        what = "flips" + (f", shifts up to {translate:.1%}" if translate else "")
+        title = f"{split}: {len(pick)} images as the training loader feeds them ({spec.input_size}px, {what})"
     else:
         images = [read_and_decode(rows[i]["path"]) for i in pick]
         title = f"{split}: {len(pick)} random images"
