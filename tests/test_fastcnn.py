@@ -10,7 +10,7 @@ import torch
 
 from imgclf.errors import ImgclfError
 from imgclf.evaluate import tta_logits
-from imgclf.load import Augment, augment
+from imgclf.load import Augment, augment, epoch_size, resize_batch
 from imgclf.models import create_model, get_spec
 from imgclf.recipes import Recipe, build_optimizer, param_groups
 from imgclf.train import TrainConfig, train
@@ -43,7 +43,7 @@ def test_weight_decay_skips_norm_and_bias():
 
 @pytest.mark.parametrize("bad, msg", [(dict(label_smoothing=1.0), "label_smoothing"), (dict(warmup=1.5), "warmup"),
                                       (dict(translate=-0.1), "translate"), (dict(ema=1.0), "ema"),
-                                      (dict(eval_scale=3), "eval_scale")])
+                                      (dict(eval_scale=3), "eval_scale"), (dict(progressive=1.0), "progressive")])
 def test_recipe_rejects_bad_new_fields(bad, msg):
     with pytest.raises(ImgclfError, match=msg):
         Recipe("x", "sgd", lr=0.1, **bad).validate()
@@ -72,6 +72,37 @@ def test_flip_tta_averages_probabilities():
         want = (m(x).softmax(1) + m(x.flip(3)).softmax(1)) / 2
         assert torch.allclose(p, want, atol=1e-6)
         assert torch.equal(tta_logits(m, x, False), m(x))
+
+
+def test_progressive_sizes_grow_from_start_fraction_to_full_size():
+    sizes = [epoch_size(96, e, 20, 2 / 3) for e in range(1, 21)]
+    assert sizes[:10] == [64] * 10  # first half at 2/3 of the size
+    assert sizes[17:] == [96] * 3  # full size from 85% of the epochs
+    assert sizes == sorted(sizes) and all(s % 8 == 0 for s in sizes)
+    assert [epoch_size(96, e, 20, None) for e in (1, 20)] == [96, 96]
+    x = torch.rand(2, 3, 96, 96).contiguous(memory_format=torch.channels_last)
+    y = resize_batch(x, 64)
+    assert y.shape == (2, 3, 64, 64) and y.is_contiguous(memory_format=torch.channels_last)
+    assert resize_batch(x, 96) is x
+    assert torch.allclose(resize_batch(torch.full((1, 3, 96, 96), 0.7), 48), torch.tensor(0.7))  # flat stays flat
+
+
+def test_progressive_training_feeds_the_scheduled_sizes(prepared, tmp_path, monkeypatch):
+    import imgclf.train as train_mod
+
+    seen = []
+
+    def spy(x, size):
+        seen.append(size)
+        return resize_batch(x, size)
+
+    monkeypatch.setattr(train_mod, "resize_batch", spy)
+    recipe = replace(get_spec("fastcnn-s").recipe, batch_size=8, progressive=0.5)
+    r = train(TrainConfig(data=prepared.root, out=tmp_path / "p", model="fastcnn-s", recipe=recipe, epochs=4,
+                          workers=1, size=96))
+    steps = r.history[0]["steps"]
+    assert seen == [48] * 3 * steps + [80] * steps  # 48 px for half the epochs, then ramping to 96
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["model_meta"]["input_size"] == 108
 
 
 def test_fastcnn_trains_with_its_bundled_recipe(prepared, tmp_path):

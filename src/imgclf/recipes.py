@@ -39,6 +39,10 @@ class Recipe:
     # larger test image compensates (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
     eval_scale: float = 1.0
     ema: float | None = None  # evaluate an exponential moving average of the weights with this decay
+    # Progressive resizing (fastai, FFCV): train the first half of the epochs at this fraction of the
+    # size, then grow linearly to the full size by 85% of the epochs. Early epochs learn coarse
+    # shapes just as well from small images, and a pixel fewer per side is quadratically cheaper.
+    progressive: float | None = None
     description: str = ""
 
     def validate(self) -> "Recipe":
@@ -66,6 +70,9 @@ class Recipe:
                 raise ImgclfError(f"{where}: {key} must be in [{lo:g}, {hi:g}), got {v}")
         if not (isinstance(self.eval_scale, (int, float)) and 0.5 <= self.eval_scale <= 2):
             raise ImgclfError(f"{where}: eval_scale must be in [0.5, 2], got {self.eval_scale}")
+        if self.progressive is not None and not 0.25 <= self.progressive < 1:
+            raise ImgclfError(f"{where}: progressive must be a start fraction of the size in [0.25, 1), "
+                              f"got {self.progressive}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ImgclfError(f"{where}: ema must be a decay in (0, 1) such as 0.99, got {self.ema}")
         return self

@@ -22,7 +22,7 @@ from .device import autocast, environment, pick_device, resolve_precision
 from .errors import Diverged, ImgclfError, Interrupted
 from .evaluate import compute_metrics, loss_and_predictions, predict_logits, save_predictions
 from .files import prepare_out_dir, write_csv, write_json
-from .load import Augment, augment, batches, input_fn, resident
+from .load import Augment, augment, batches, epoch_size, input_fn, resident, resize_batch
 from .manifest import load_dataset
 from .models import create_model, get_spec
 from .plots import plot_confusion, plot_history
@@ -203,12 +203,14 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             steps=None if cfg.max_steps is None else cfg.max_steps - steps_done,
             deadline=None if cfg.max_seconds is None else t_start + cfg.max_seconds,
         )
+        tr_size = None if cfg.mode == "probe" else epoch_size(size, epoch, cfg.epochs, recipe.progressive)
+        desc = f"{recipe.name} {epoch}/{cfg.epochs}" + (f" {tr_size}px" if recipe.progressive else "")
         try:
             tr_loss, tr_acc, steps = _train_epoch(
                 net, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
-                order_gen, aug_gen, device, precision, f"{recipe.name} {epoch}/{cfg.epochs}", epoch, budget,
+                order_gen, aug_gen, device, precision, desc, epoch, budget,
                 ema=(ema_net, recipe.ema, steps_done) if ema_net is not None else None,
-                drop_last=recipe.drop_last,
+                drop_last=recipe.drop_last, size=tr_size,
             )
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
@@ -276,11 +278,12 @@ class _Budget:
 
 def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                  order_gen, aug_gen, device, precision, desc, epoch, budget: _Budget,
-                 ema=None, drop_last: bool = False) -> tuple[float, float, int]:
+                 ema=None, drop_last: bool = False, size: int | None = None) -> tuple[float, float, int]:
     """One pass over the training split (or until the budget runs out): (loss, accuracy, steps).
 
     Loss/accuracy sums stay on the device until the bar refreshes, so batch-size-1 SGD is not
-    slowed by a host sync per step. `ema` = (averaged copy, decay, steps before this epoch)."""
+    slowed by a host sync per step. `ema` = (averaged copy, decay, steps before this epoch); `size`:
+    resize batches to it (progressive resizing), None: as cached."""
     model.train()
     if ema is not None:
         ema_net, decay, steps_before = ema
@@ -297,6 +300,8 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
             if aug.active:
                 x = augment(x, aug, aug_gen)
             xb, yb = to_input(x), y.to(device, non_blocking=True)
+            if size is not None:
+                xb = resize_batch(xb, size)
             with autocast(device, precision):
                 logits = model(xb)
             loss = loss_fn(logits.float(), yb)
