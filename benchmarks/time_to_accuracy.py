@@ -1,10 +1,11 @@
 """Time to accuracy from raw JPEGs: every second counted (prepare, cache, features, train, evaluate).
 
-    python benchmarks/time_to_accuracy.py [--only fastcnn-5min,probe,...] [--images DIR]
+    python benchmarks/time_to_accuracy.py [--only fastcnn-5min,probe,...] [--images DIR] [--seeds 0,1]
 
 Each contestant is one `imgclf train RAW_FOLDER` command on ../shared/data/petimages (or
 --images): it prepares the raw folder itself (the tutorial's split: test 0.30, val 0.07), builds
 its cache, trains and ends with its test accuracy. Prints accuracy against elapsed wall time.
+Each seed of --seeds is a different split, initialisation and data order: the spread is the noise.
 """
 
 from __future__ import annotations
@@ -34,26 +35,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=",".join(CONTESTANTS))
     ap.add_argument("--images", type=Path, help="raw class folders (default ../shared/data/petimages)")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds, one run per contestant and seed")
     args = ap.parse_args()
     images = args.images or need_shared() / "petimages"
     rows = []
-    for name in args.only.split(","):
+    for name, seed in ((n, int(s)) for n in args.only.split(",") for s in args.seeds.split(",")):
         tmp = Path(tempfile.mkdtemp(prefix="imgclf-tta-"))
         try:
             t = time.perf_counter()
-            imgclf("train", images, "--out", tmp / "run", *CONTESTANTS[name])
+            imgclf("train", images, "--out", tmp / "run", *CONTESTANTS[name], "--seed", str(seed))
             total = time.perf_counter() - t
             conf = json.loads((tmp / "run" / "config.json").read_text())
             acc = json.loads((tmp / "run" / "metrics.json").read_text())["accuracy"]
             meta = conf["model_meta"]
             size = meta.get("train_size", meta["input_size"])
             what = f"{conf['model']} {size}px, {len(_history(tmp / 'run'))} epochs"
-            rows.append([name, " ".join(CONTESTANTS[name]), what, f"{total:.0f}", f"{acc:.2%}"])
+            rows.append([name, " ".join(CONTESTANTS[name]), seed, what, f"{total:.0f}", f"{acc:.2%}"])
             print(rows[-1], flush=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nmachine: {machine()}; {images}\n")
-    print(table(["contestant", "train arguments", "trained", "total s (JPEGs to test accuracy)", "test accuracy"],
+    print(table(["contestant", "train arguments", "seed", "trained", "total s (JPEGs to test accuracy)", "test accuracy"],
                 rows))
 
 
