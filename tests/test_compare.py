@@ -1,6 +1,7 @@
 """compare: budgets, time to target, LR search, re-splits, parallel jobs."""
 
 import csv
+import json
 
 import pytest
 
@@ -24,6 +25,8 @@ def test_budget_in_steps_gives_every_recipe_the_same_number_of_updates(prepared,
     compare(CompareConfig(data=prepared.root, out=tmp_path / "c", recipes=[SGD, ADAM], budget="steps=7", workers=1))
     for name in ("sgd", "adam"):
         assert history(tmp_path / "c" / "runs" / name)[-1]["steps"] == "7"
+        status = json.loads((tmp_path / "c" / "runs" / name / "status.json").read_text())
+        assert status["status"] == "done" and status["stopped_by_budget"]  # 7 steps is part of epoch 2
     # adam (batch 4) needs 2 epochs of a 38-image train split for 7 steps... sgd (batch 8) needs 2 as well
     assert rows(tmp_path / "c" / "summary.csv")["adam"]["steps"] == "7.0"
 

@@ -44,6 +44,10 @@ MAX_EPOCHS = 40
 SAFETY = 0.92  # plan for 92% of what is left: speed varies from epoch to epoch on a shared machine
 EVAL_SPEEDUP = 3.0  # inference (no backward pass, no optimizer) runs ~3x the training img/s
 CACHE_RATE = 2000.0  # img/s to budget for a cache build (measured 2,500-9,500 on 2 cores)
+# After the test pass: weights, curves, predictions, confusion matrix, report.html and the process
+# exit, measured at 4-5 s on 2 cores. Without it a run whose epochs ran slower than planned could
+# hit the hard stop and still end a few seconds past the budget (302 s of 300, once).
+TAIL_SECONDS = 6.0
 
 
 def measure_rate(model_name: str, size: int, batch_size: int, device, precision: str, seconds: float = 1.0) -> float:
@@ -94,7 +98,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
         passes = 2 if recipe.tta else 1
         epoch_s = n_train / rate + n_val * passes / (rate * EVAL_SPEEDUP)
         test_s = n_test * passes / (rate * EVAL_SPEEDUP)
-        fits = math.floor((SAFETY * left - cache_s - test_s) / epoch_s)
+        fits = math.floor((SAFETY * left - cache_s - test_s - TAIL_SECONDS) / epoch_s)
         epochs = min(MAX_EPOCHS, fits)
         rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "epochs_fit": fits})
         if epochs >= min_epochs:
@@ -108,12 +112,13 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
             f"name a model and --epochs"
         )
     name, size, epochs, recipe, train_s = choice
-    # Hard stop: what is left once the cache is built, minus the test pass; the plan aims well inside it.
+    # Hard stop: what is left once the cache is built, minus the test pass and the tail; the plan aims
+    # well inside it.
     left = budget - (time.perf_counter() - t_begin)
     for s in (size, round(size * recipe.eval_scale)):  # build them now, so the hard stop below is honest
         open_cache(ds, s, workers=cfg.workers)
     test_s = n_test * 2 / (rows[-1]["train_img_per_s"] * EVAL_SPEEDUP)
-    hard_stop = max(1.0, budget - (time.perf_counter() - t_begin) - test_s)
+    hard_stop = max(1.0, budget - (time.perf_counter() - t_begin) - test_s - TAIL_SECONDS)
     plan = {"budget_seconds": budget, "chosen": {"model": name, "size": size, "epochs": epochs},
             "expected_train_seconds": round(train_s, 1), "seconds_left_at_plan": round(left, 1),
             "measured": rows, "rule": "largest rung of LADDER that fits its minimum epochs (imgclf.plan)"}

@@ -26,7 +26,7 @@ from .load import Augment, augment, batches, epoch_size, input_fn, resident, res
 from .manifest import load_dataset
 from .models import create_model, get_spec
 from .plots import plot_confusion, plot_history
-from .progress import default_workers, make_progress
+from .progress import console, default_workers, make_progress
 from .recipes import PRESETS, Recipe, build_optimizer, param_groups, recipe_from_dict
 from .runfolder import load_checkpoint, read_config, save_checkpoint, save_weights, sweep_temp_files, write_status
 
@@ -197,6 +197,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     t_start = time.perf_counter() - sum(h["seconds"] for h in history)
     steps_done = int(history[-1].get("steps", 0)) if history else 0
+    stopped_early = False  # by --budget (steps or seconds), before the epochs asked for
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         budget = _Budget(
@@ -239,6 +240,9 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             **({"ema": ema_net.state_dict()} if ema_net is not None else {}),
         })
         if budget.spent:
+            stopped_early = epoch < cfg.epochs or steps < steps_per_epoch
+            if stopped_early:
+                console.print(f"budget reached in epoch {epoch} of {cfg.epochs}: training stops here")
             break
 
     # --- weights, curves, test metrics ---------------------------------------------------------
@@ -252,7 +256,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         metrics = evaluate_model(net, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
                                  cfg.eval_batch_size, to_input=to_input)
     seconds = time.perf_counter() - t_start
-    write_status(run, "done", epoch=len(history), seconds=round(seconds, 3))
+    write_status(run, "done", epoch=len(history), seconds=round(seconds, 3), stopped_by_budget=stopped_early)
     if cfg.report and cfg.evaluate_test:
         from .report import build_report
 
