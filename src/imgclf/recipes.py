@@ -41,7 +41,8 @@ class Recipe:
     ema: float | None = None  # evaluate an exponential moving average of the weights with this decay
     # Progressive resizing (fastai, FFCV): train the first half of the epochs at this fraction of the
     # size, then grow linearly to the full size by 85% of the epochs. Early epochs learn coarse
-    # shapes just as well from small images, and a pixel fewer per side is quadratically cheaper.
+    # shapes just as well from small images, and the cost of a step grows with the square of the side.
+    # Measured on fastcnn-s (BENCHMARKS.md): no better per second than a fixed size, so off by default.
     progressive: float | None = None
     description: str = ""
 
