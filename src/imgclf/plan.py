@@ -31,11 +31,13 @@ DEFAULT_MODEL = "fastcnn-s"  # with no --model but a fixed --epochs: nothing to 
 DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
 # (model, size, minimum epochs worth running), most expensive first. Measured on fastcnn-s
 # (BENCHMARKS.md, "fastcnn"): 96 px for 15 epochs (88.6%) lost to 64 px for 30 epochs (89.7%) in
-# about the same time, 64 px saturates near 90.4% by 40 epochs, and 80 px for 30 epochs reached
-# 92.1%. So a bigger rung must afford 25-30 epochs before it is worth taking. Rates here (2-core
-# EPYC, bf16, batch 128): s@64 1,190 img/s, s@80 ~800, s@96 540, m@128 130.
+# about the same time, 64 px saturates near 90.4% by 40 epochs, 80 px for 30 epochs reached
+# 92.1%, and 160 px for 36 epochs 95.0%, where the wider fastcnn-m at 128 px for 35 epochs, at a
+# higher cost per epoch, reached 93.5%: input size buys more than width. So a bigger rung must
+# afford 25-30 epochs before it is worth taking. Rates here (2-core EPYC, bf16, batch 128): s@64
+# 1,190 img/s, s@80 ~800, s@96 540, s@160 ~165.
 LADDER = [
-    ("fastcnn-m", 128, 30),
+    ("fastcnn-s", 160, 30),
     ("fastcnn-s", 96, 30),
     ("fastcnn-s", 80, 25),
     ("fastcnn-s", 64, 8),
