@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ def make_image(path: Path, color, size=(40, 32), seed=0, fmt=None) -> Path:
 def make_folder(root: Path, classes=("red", "blue"), n=30, ext=".jpg") -> Path:
     for c in classes:
         for i in range(n):
-            make_image(root / c / f"{c}_{i}{ext}", COLORS[c], seed=hash((c, i)) % 2**32)
+            # crc32, not hash(): str hashes change from process to process (PYTHONHASHSEED), and so did the images
+            make_image(root / c / f"{c}_{i}{ext}", COLORS[c], seed=zlib.crc32(f"{c}_{i}".encode()))
     return root
 
 
