@@ -104,7 +104,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
         epochs = min(MAX_EPOCHS, fits)
         rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "epochs_fit": fits})
         if epochs >= min_epochs:
-            choice = (name, size, epochs, recipe, epochs * epoch_s)
+            choice = (name, size, epochs, recipe, epochs * epoch_s, test_s)
             break
     if choice is None:
         name, size, _ = LADDER[-1]
@@ -113,13 +113,12 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
             f"({name} at {size}px trains {rows[-1]['train_img_per_s']:.0f} img/s); give it more seconds or "
             f"name a model and --epochs"
         )
-    name, size, epochs, recipe, train_s = choice
+    name, size, epochs, recipe, train_s, test_s = choice
     # Hard stop: what is left once the cache is built, minus the test pass and the tail; the plan aims
     # well inside it.
     left = budget - (time.perf_counter() - t_begin)
     for s in (size, round(size * recipe.eval_scale)):  # build them now, so the hard stop below is honest
         open_cache(ds, s, workers=cfg.workers)
-    test_s = n_test * 2 / (rows[-1]["train_img_per_s"] * EVAL_SPEEDUP)
     hard_stop = max(1.0, budget - (time.perf_counter() - t_begin) - test_s - TAIL_SECONDS)
     plan = {"budget_seconds": budget, "chosen": {"model": name, "size": size, "epochs": epochs},
             "expected_train_seconds": round(train_s, 1), "seconds_left_at_plan": round(left, 1),

@@ -169,8 +169,8 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     trained = model._fc if cfg.mode == "probe" else model
     ema_net = copy.deepcopy(trained).requires_grad_(False) if recipe.ema else None
     n_train = len(splits["train"])
-    full = recipe.drop_last and n_train >= recipe.batch_size
-    steps_per_epoch = n_train // recipe.batch_size if full else math.ceil(n_train / recipe.batch_size)
+    drop_last = recipe.drop_last and n_train >= recipe.batch_size  # never drop the only batch
+    steps_per_epoch = n_train // recipe.batch_size if drop_last else math.ceil(n_train / recipe.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
@@ -211,7 +211,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 net, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                 order_gen, aug_gen, device, precision, desc, epoch, budget,
                 ema=(ema_net, recipe.ema, steps_done) if ema_net is not None else None,
-                drop_last=recipe.drop_last, size=tr_size,
+                drop_last=drop_last, size=tr_size,
             )
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
@@ -292,7 +292,6 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
     if ema is not None:
         ema_net, decay, steps_before = ema
         ema_pairs = _float_and_other(ema_net, getattr(model, "_orig_mod", model))  # compiled: its module
-    drop_last = drop_last and len(split) >= batch_size
     n = len(split) - len(split) % batch_size if drop_last else len(split)  # images this epoch trains on
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
