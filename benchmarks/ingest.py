@@ -4,6 +4,7 @@
 
 Raw decode = simplejpeg decoding each file's bytes at full size, no resize, in the same number
 of processes (pool started before the clock): the practical ceiling for anything that decodes.
+imgclf's worker server is likewise started before the clock, as the CLI starts it at launch.
 """
 
 from __future__ import annotations
@@ -44,8 +45,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--sizes", default="64,128,224")
     args = ap.parse_args()
+    import torch  # noqa: F401  (every command that builds a cache has torch loaded already)
+
     from imgclf.cache import open_cache
     from imgclf.prepare import PrepareConfig, prepare
+    from imgclf.progress import WORKER_MODULES, _context, start_workers
+
+    # As the CLI does at launch: the worker server imports torch while the command starts up.
+    # Wait for it here, as raw_decode_rate starts its pool before its clock.
+    start_workers()
+    with ProcessPoolExecutor(1, mp_context=_context(WORKER_MODULES)) as ex:
+        ex.submit(int).result()
 
     shared = need_shared()
     os.environ["IMGCLF_QUIET"] = "1"

@@ -76,6 +76,26 @@ def test_one_pixel_and_resize():
     assert decode_image(encode(RGB, "JPEG"), size=7).shape == (7, 7, 3)
 
 
+@pytest.mark.parametrize("shape, size", [((180, 180), 224), ((180, 180), 64), ((37, 90), 64), ((9, 7), 40), ((300, 500), 96)])
+def test_resize_matches_torch_interpolate(shape, size, monkeypatch):
+    # The fast path (ATen op writing straight into HWC, plain bilinear for upscales) must give the
+    # very pixels of the public F.interpolate with antialias, and so must the fallback.
+    import torch
+    import torch.nn.functional as F
+
+    from imgclf import decode
+
+    a = np.random.default_rng(size).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    x = torch.from_numpy(a[None]).permute(0, 3, 1, 2)
+    ref = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].permute(1, 2, 0)
+    fast = decode._resize(a, size)
+    assert fast.shape == (size, size, 3) and fast.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(fast, ref.numpy())
+    monkeypatch.setattr(torch.ops.aten, "_upsample_bilinear2d_aa", None)  # no such overload: the fallback
+    monkeypatch.setattr(torch.ops.aten, "upsample_bilinear2d", None)
+    np.testing.assert_array_equal(decode._resize(a, size), ref.numpy())
+
+
 def test_png_named_jpg(tmp_path):
     p = tmp_path / "x.jpg"
     p.write_bytes(encode(RGB, "PNG"))
@@ -149,13 +169,24 @@ def test_permission_denied_is_a_rejection(tmp_path, monkeypatch):
     # Root reads mode-000 files anyway, so simulate what an ordinary user gets.
     p = tmp_path / "locked.jpg"
     p.write_bytes(encode(RGB, "JPEG"))
-    import builtins
+    import os
 
-    real_open = builtins.open
-    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda f, *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
                         if str(f) == str(p) else real_open(f, *a, **k))
     with pytest.raises(DecodeError, match="cannot read file .Permission denied"):
         read_and_decode(p)
+
+
+def test_large_and_growing_files(tmp_path, monkeypatch):
+    import imgclf.decode as decode
+
+    p = tmp_path / "big.jpg"
+    p.write_bytes(encode(RGB, "JPEG") + b"\0" * 5000)  # trailing bytes after EOI: still a JPEG
+    assert decode.read_file(p) == p.read_bytes()
+    monkeypatch.setattr(decode, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(DecodeError, match="file larger than"):
+        decode.read_file(p)
 
 
 def test_fifo_is_refused_without_blocking(tmp_path):

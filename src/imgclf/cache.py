@@ -22,7 +22,7 @@ from .decode import RESIZE_METHOD, decode_image, read_file
 from .errors import DecodeError, ImgclfError
 from .files import read_json, write_json
 from .manifest import Dataset
-from .progress import default_workers, pmap
+from .progress import WORKER_MODULES, default_workers, pmap
 from .split import SPLITS
 
 CACHE_FORMAT = 1
@@ -103,16 +103,17 @@ def build_cache(ds: Dataset, size: int, workers: int) -> Path:
             counts[s] = len(rows)
             img_path = tmp / f"{s}-images.npy"
             arr = np.lib.format.open_memmap(img_path, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
-            del arr  # workers open it themselves; nothing is held in this process
+            offset = arr.offset  # where the rows start, after the .npy header
+            del arr  # workers write into the file themselves; nothing is held in this process
             _reserve(img_path)
             np.save(tmp / f"{s}-labels.npy", np.asarray(ds.labels(rows), dtype=np.int64))
             jobs += [
-                (str(img_path), i, size, [(r["path"], r["sha256"]) for r in rows[i : i + _CHUNK]])
+                (str(img_path), offset, i, size, [(r["path"], r["sha256"]) for r in rows[i : i + _CHUNK]])
                 for i in range(0, len(rows), _CHUNK)
             ]
         # One pool for all splits: worker start-up is paid once.
-        for err in pmap(_fill_chunk, jobs, workers, f"cache {size}px", chunksize=1, weight=lambda j: len(j[3]),
-                        preload=("torch", "imgclf.cache")):
+        for err in pmap(_fill_chunk, jobs, workers, f"cache {size}px", chunksize=1, weight=lambda j: len(j[4]),
+                        preload=WORKER_MODULES):
             if err:
                 raise ImgclfError(err)
         for s in SPLITS:  # durable before the rename makes the cache visible
@@ -176,13 +177,15 @@ def _remove_stale(root: Path, size: int, keep: Path) -> None:
 
 
 def _fill_chunk(job) -> str:
-    """Worker: decode a run of images into rows [start, start+len) of the split's memmap.
+    """Worker: decode a run of images into rows [start, start+len) of the split's .npy file.
 
     Returns '' or a one-line error. Each image's bytes are re-hashed so a file edited since
-    prepare is caught instead of silently cached.
+    prepare is caught instead of silently cached. The rows are decoded into a local buffer and
+    written with one pwrite: storing them through a shared memmap cost ~25 us per 64 px row in
+    page faults, 10x the copy (BENCHMARKS.md, "Ingest").
     """
-    path, start, size, items = job
-    arr = np.load(path, mmap_mode="r+")
+    path, offset, start, size, items = job
+    rows = np.empty((len(items), size, size, 3), dtype=np.uint8)
     for k, (img_path, sha) in enumerate(items):
         try:
             data = read_file(img_path)
@@ -191,7 +194,15 @@ def _fill_chunk(job) -> str:
         if hashlib.sha256(data).hexdigest() != sha:
             return f"{img_path} changed since prepare; re-run `imgclf prepare` to refresh the manifest"
         try:
-            arr[start + k] = decode_image(data, size)
+            rows[k] = decode_image(data, size)
         except DecodeError as e:
             return f"{img_path}: {e}; re-run `imgclf prepare`"
-    return ""  # no flush here: the page cache serves readers; one fsync per file at the end
+    buf, pos = memoryview(rows).cast("B"), offset + start * rows[0].nbytes
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        while buf:  # pwrite may write less than asked; no flush: one fsync per file at the end
+            n = os.pwrite(fd, buf, pos)
+            buf, pos = buf[n:], pos + n
+    finally:
+        os.close(fd)
+    return ""

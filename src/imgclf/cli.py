@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import ImgclfError, Interrupted
-from .progress import console
+from .progress import console, start_workers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Folder of labelled images in; trained, evaluated, honestly compared classifiers out.")
@@ -44,6 +44,8 @@ def prepare(
     force: bool = typer.Option(False, help="replace an existing dataset folder made by imgclf"),
 ):
     """Scan SRC, reject undecodable files, drop duplicates, split train/val/test."""
+    if cache:
+        start_workers()  # the cache's workers need torch: import it in their server while we scan
     from .prepare import PrepareConfig, prepare as run_prepare, summary_rows
     from .progress import default_workers
 
@@ -117,6 +119,7 @@ def train(
 
     With no --model: the fastcnn variant, input size and epochs that fit --budget (default 5 min)."""
     t_command = time.perf_counter()  # a planned budget counts from here, auto-prepare included
+    start_workers()  # decoding workers get torch while this process imports its own
     from .compare import parse_budget
     from .models import get_spec
     from .recipes import get_recipe, load_recipes, with_overrides
@@ -230,6 +233,7 @@ def compare(
     force: bool = typer.Option(False, help="replace an existing comparison folder made by imgclf"),
 ):
     """Train the same model from the same weights once per optimizer recipe (and seed); rank them."""
+    start_workers()
     from .compare import CompareConfig, compare as run_compare
     from .recipes import get_recipe, load_recipes
 

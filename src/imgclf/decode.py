@@ -124,7 +124,7 @@ def _dct_scale(h: int, w: int, size: int) -> dict:
 
 
 def _has_exif(data: bytes) -> bool:
-    return b"Exif\x00\x00" in data[:65536]
+    return data.find(b"Exif\x00\x00", 0, 65536) >= 0  # find with bounds: no copy of the first 64 KiB
 
 
 def _exif_orientation(data: bytes) -> int:
@@ -203,17 +203,28 @@ def _resize(arr: np.ndarray, size: int) -> np.ndarray:
     """Squash to size x size (aspect not kept, as the tutorial and Keras do), antialiased bilinear.
 
     torch's uint8 channels-last kernel: same filter as Pillow's BILINEAR (within +-1 level),
-    ~2.8x faster (126 vs 347 us for 180 -> 224 px), which makes it most of the cache's cost.
+    2-6x faster. Two details halve its cost again (BENCHMARKS.md, "Ingest"):
+    - the result is written straight into an HWC (channels-last) tensor: F.interpolate returns
+      NCHW for a single image, and turning that back into HWC rows was a transposing copy that
+      cost more than the resize (180 -> 224 px: 62 us with `out=`, 242 us without);
+    - the antialias filter only differs from plain bilinear when shrinking, so an upscale takes
+      the plain kernel: the same pixels (tests/test_decode.py checks both against F.interpolate).
     """
     if arr.shape[0] == size and arr.shape[1] == size:
         return np.ascontiguousarray(arr)
     import torch
-    import torch.nn.functional as F
 
     x = torch.from_numpy(np.ascontiguousarray(arr)[None]).permute(0, 3, 1, 2)  # NCHW view of HWC memory
-    y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    # An HWC view of the NCHW result: whoever stores it (the cache, a batch) does the one copy.
-    return y[0].permute(1, 2, 0).numpy()
+    shrink = arr.shape[0] > size or arr.shape[1] > size
+    out = torch.empty((1, size, size, 3), dtype=torch.uint8)
+    try:
+        op = torch.ops.aten._upsample_bilinear2d_aa if shrink else torch.ops.aten.upsample_bilinear2d
+        op.out(x, [size, size], False, None, None, out=out.permute(0, 3, 1, 2))
+    except (AttributeError, RuntimeError, TypeError):  # an ATen without these overloads: the public path
+        y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=shrink,
+                                            align_corners=False)
+        out.copy_(y.permute(0, 2, 3, 1))
+    return out[0].numpy()
 
 
 def _short(e: Exception) -> str:
@@ -222,18 +233,38 @@ def _short(e: Exception) -> str:
 
 
 def read_file(path) -> bytes:
-    """A regular file's bytes, or DecodeError: FIFOs and devices would block or never end."""
+    """A regular file's bytes, or DecodeError: FIFOs and devices would block or never end.
+
+    One open/fstat/read: O_NONBLOCK keeps a FIFO from blocking the open, and the read asks for
+    the file's size + 1 bytes. (`f.read(MAX_FILE_BYTES + 1)` had Python allocate, then shrink, a
+    512 MiB buffer per file: 34 us of a 180 px JPEG's ~100 us decode.)
+    """
     limit = MAX_FILE_BYTES
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise DecodeError(f"cannot read file ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DecodeError("not a regular file")
         if st.st_size > limit:
             raise DecodeError(f"file larger than {limit >> 20} MiB; not a photo imgclf will decode")
-        with open(path, "rb") as f:
-            return f.read(limit + 1)
+        parts, got, want = [], 0, st.st_size + 1  # +1: a file that grew since it was listed is read whole
+        while got <= limit:
+            b = os.read(fd, min(want, limit + 1 - got))
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+            want = 1 << 20
+        if got > limit:  # grew past the limit while being read
+            raise DecodeError(f"file larger than {limit >> 20} MiB; not a photo imgclf will decode")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
     except OSError as e:
         raise DecodeError(f"cannot read file ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
 
 
 def read_and_decode(path, size: int | None = None) -> np.ndarray:

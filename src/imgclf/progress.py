@@ -114,6 +114,26 @@ def _context(preload: Sequence[str]):
     return ctx
 
 
+# What cache workers need (torch for the resize kernel: ~1.5 s to import on 2 cores).
+WORKER_MODULES = ("torch", "imgclf.cache")
+
+
+def start_workers() -> None:
+    """Start the worker server now, with torch preloaded, without waiting for it.
+
+    Commands that will build a cache call this first thing: the server imports torch on one core
+    while the command imports its own on the other, and every pool forked from it later starts in
+    milliseconds. Without it, a server started by `prepare` (which needs no torch) left each cache
+    build's workers to import torch themselves, 1.5 s per pool (BENCHMARKS.md, "Ingest").
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return
+    from multiprocessing import forkserver
+
+    _context(WORKER_MODULES)
+    forkserver.ensure_running()  # spawns the server; it imports the preload modules on its own
+
+
 def _one_thread() -> None:
     """Worker processes already split the work: one thread each avoids oversubscribing cores."""
     os.environ["OMP_NUM_THREADS"] = "1"
