@@ -4,7 +4,7 @@ Four presets x N epochs of seed-cnn at 224 px on ../shared/data/petimages, one i
 the same split for everyone (imgclf's prepare, laid out as folders for Keras). Wall times
 include everything each contestant does from the JPEGs (imgclf: prepare + cache + compare).
 
-    python benchmarks/end_to_end.py --epochs 3 [--jobs 2] [--skip-keras] [--skip-tutorial]
+    python benchmarks/end_to_end.py --epochs 3 [--jobs 1] [--skip-keras] [--skip-tutorial]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--skip-keras", action="store_true")
     ap.add_argument("--skip-tutorial", action="store_true")
-    ap.add_argument("--jobs", type=int, default=2, help="imgclf compare --jobs (recipes trained at once)")
+    ap.add_argument("--jobs", type=int, default=1, help="imgclf compare --jobs (recipes trained at once)")
     args = ap.parse_args()
     shared = need_shared()
     tmp = Path(tempfile.mkdtemp(prefix="imgclf-e2e-"))

@@ -52,6 +52,14 @@ def main():
             what = f"{conf['model']} {size}px, {len(_history(tmp / 'run'))} epochs"
             rows.append([name, " ".join(CONTESTANTS[name]), seed, what, f"{total:.0f}", f"{acc:.2%}"])
             print(rows[-1], flush=True)
+            if conf.get("plan"):  # where a planned budget went: probes, the epochs' real pace
+                p = conf["plan"]
+                secs = [float(r.split(",")[6]) for r in _history(tmp / "run")]
+                print(f"  plan: {p['chosen']}, {p['seconds_left_at_plan']} s left when counting epochs, expected "
+                      f"{p['expected_train_seconds']} s of training; epochs took {sum(secs):.0f} s "
+                      f"({min(secs):.1f}-{max(secs):.1f} s each); rungs: "
+                      + ", ".join(f"{m['model']}@{m['size']} {m['train_img_per_s']:.0f} img/s {m.get('rate', '')}"
+                                  for m in p["measured"]), flush=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nmachine: {machine()}; {images}\n")

@@ -48,16 +48,27 @@ def main() -> None:
     ap.add_argument("--model", default="seed-cnn")
     ap.add_argument("--batch-sizes", default="1,32,100")
     args = ap.parse_args()
+    from imgclf.device import keep_freed_memory
+
+    modes = [("fp32", False, "fp32 NCHW"), ("fp32", True, "fp32 channels_last"), ("bf16", True, "bf16 channels_last")]
+    rates = {}
+    # glibc's default malloc first (mmap/munmap per large block), then as imgclf trains
+    # (device.keep_freed_memory; it cannot be switched back off within a process).
+    for malloc in ("system", "keep"):
+        if malloc == "keep":
+            assert keep_freed_memory(), "needs Linux/glibc"
+        for bs in map(int, args.batch_sizes.split(",")):
+            for precision, cl, label in modes:
+                rates[bs, label, malloc] = rate(args.model, bs, precision, cl)
     rows = []
     for bs in map(int, args.batch_sizes.split(",")):
-        base = None
-        for precision, cl, label in [("fp32", False, "fp32 NCHW"), ("fp32", True, "fp32 channels_last"),
-                                     ("bf16", True, "bf16 channels_last")]:
-            r = rate(args.model, bs, precision, cl)
-            base = base or r
-            rows.append([args.model, bs, label, f"{r:,.0f}", f"{r / base:.2f}x"])
+        base = rates[bs, modes[0][2], "system"]
+        for _, _, label in modes:
+            r0, r1 = rates[bs, label, "system"], rates[bs, label, "keep"]
+            rows.append([args.model, bs, label, f"{r0:,.0f}", f"{r1:,.0f}", f"{r1 / base:.2f}x"])
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}\n")
-    print(table(["model", "batch", "mode", "train img/s", "vs fp32 NCHW"], rows))
+    print(table(["model", "batch", "mode", "img/s, system malloc", "img/s, malloc keeps memory (imgclf)",
+                 "vs fp32 NCHW, system malloc"], rows))
 
 
 if __name__ == "__main__":

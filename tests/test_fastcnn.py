@@ -129,15 +129,24 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
     import imgclf.plan as plan
 
     # Two cheap rungs, at most 3 epochs: this checks the mechanism; BENCHMARKS.md holds the real ladder's figures.
-    monkeypatch.setattr(plan, "LADDER", [("fastcnn-m", 96, 10_000), ("fastcnn-s", 64, 1)])
+    monkeypatch.setattr(plan, "LADDER", [("fastcnn-m", 96, 10_000), ("fastcnn-s", 160, 10_000), ("fastcnn-s", 64, 1)])
     monkeypatch.setattr(plan, "MAX_EPOCHS", 3)
+    probed = []
+    real_measure = plan.measure_rate
+    monkeypatch.setattr(plan, "measure_rate", lambda name, size, *a, **k: probed.append((name, size))
+                        or real_measure(name, size, *a, **k))
     r = train(TrainConfig(data=prepared.root, out=tmp_path / "auto", model="auto", max_seconds=60, workers=1))
     conf = json.loads((tmp_path / "auto" / "config.json").read_text())
     p = conf["plan"]
     assert p["budget_seconds"] == 60 and conf["model"] == p["chosen"]["model"]
     assert conf["epochs"] == p["chosen"]["epochs"] >= 1 and conf["size"] == p["chosen"]["size"]
     assert all(m["train_img_per_s"] > 0 for m in p["measured"])
-    assert [m["model"] for m in p["measured"]] == ["fastcnn-m", "fastcnn-s"]  # m cannot fit 10k epochs
+    assert [(m["model"], m["size"], m["rate"]) for m in p["measured"]] == [
+        ("fastcnn-m", 96, "measured"),  # another model: probed (it cannot fit 10k epochs)
+        ("fastcnn-s", 160, "estimated"),  # the same model as the cheapest rung: estimated from it, not probed
+        ("fastcnn-s", 64, "measured"),
+    ]
+    assert probed == [("fastcnn-s", 64), ("fastcnn-m", 96)]
     assert conf["model"] == "fastcnn-s" and conf["epochs"] == 3 and conf["recipe"]["name"] == "fastcnn"
     assert r.status == "done" and len(r.history) == 3
     with pytest.raises(ImgclfError, match="seconds=0.5 is too short"):

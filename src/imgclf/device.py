@@ -47,6 +47,41 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+_allocator_tuned: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep and reuse freed memory instead of handing it back to the kernel.
+
+    PyTorch's CPU tensors come straight from malloc, and glibc serves every block over 32 MiB
+    (at most) with a fresh mmap, returned with munmap on free. A training step frees and
+    reallocates its activations every step, so each step page-faulted hundreds of MiB of new,
+    kernel-zeroed pages: about half of seed-cnn's step at 224 px on this machine (773 -> 1,512
+    img/s at batch 100 with this on; fastcnn-s at 160 px 155 -> 204). Serving all blocks from
+    the heap and never trimming it keeps those pages mapped. The cost: the process keeps its
+    peak memory until it exits, which a training run does anyway. Linux/glibc only; set
+    IMGCLF_MALLOC=system to leave malloc alone. Returns whether it is in effect.
+    """
+    global _allocator_tuned
+    if _allocator_tuned is None:
+        _allocator_tuned = False
+        if os.environ.get("IMGCLF_MALLOC", "keep") != "system" and platform.system() == "Linux":
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL("libc.so.6")
+                _allocator_tuned = bool(
+                    libc.mallopt(_M_MMAP_MAX, 0)  # no mmap per large block: the heap serves it
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # never give the heap's top back
+                    and libc.mallopt(_M_TOP_PAD, 64 << 20)  # grow the heap 64 MiB at a time
+                )
+            except (OSError, AttributeError):  # not glibc (musl, say): nothing to tune
+                pass
+    return _allocator_tuned
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast: matmuls/convs in bf16, reductions and the loss stay fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -67,6 +102,7 @@ def environment(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu_bf16": cpu_has_fast_bf16(),
+        "malloc_keeps_freed_memory": bool(_allocator_tuned),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

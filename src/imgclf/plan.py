@@ -9,7 +9,8 @@ model at a bigger size wins once it gets enough epochs to converge, and loses wh
 So walk the ladder below from the most expensive rung down and take the first that fits at
 least its MIN_EPOCHS; give it as many epochs as fit, up to MAX_EPOCHS (past that the one-cycle
 schedule gains nothing measurable). Throughput is measured here, on this machine, not assumed,
-so the same rule picks big on a GPU and small on a laptop.
+so the same rule picks big on a GPU and small on a laptop; a rung that even an optimistic
+estimate puts out of reach is not probed (probes spend the budget too).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ LADDER = [
 MAX_EPOCHS = 40
 SAFETY = 0.92  # plan for 92% of what is left: speed varies from epoch to epoch on a shared machine
 EVAL_SPEEDUP = 3.0  # inference (no backward pass, no optimizer) runs ~3x the training img/s
-CACHE_RATE = 2000.0  # img/s to budget for a cache build (measured 2,500-9,500 on 2 cores)
+CACHE_RATE = 2500.0  # img/s to budget for a cache build when choosing a rung (measured 2,600-12,600 on 2 cores)
 # After the test pass: weights, curves, predictions, confusion matrix, report.html and the process
 # exit, measured at 4-5 s on 2 cores. Without it a run whose epochs ran slower than planned could
 # hit the hard stop and still end a few seconds past the budget (302 s of 300, once).
@@ -85,47 +86,71 @@ def _sync(device) -> None:
 
 
 def plan_run(cfg, ds, device, precision: str, t_begin: float):
-    """Return (cfg with model, size, epochs, recipe and max_seconds filled in, plan as a dict)."""
+    """Return (cfg with model, size, epochs, recipe and max_seconds filled in, plan as a dict).
+
+    Probes cost budget (a 1 s probe at 160 px took 6 s with its warm-up), so the cheapest rung is
+    measured first and a rung of the same model is only probed if even an optimistic estimate from
+    it (rate ~ 1/pixels, which overrates big sizes: 191 vs 155 img/s at 160 px) could fit. Epochs
+    are counted once the caches exist, from the time really left rather than an estimate of it.
+    """
     budget = cfg.max_seconds or DEFAULT_SECONDS
     n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
+    ref_name, ref_size, _ = LADDER[-1]
+    ref_rate = None
     rows = []
     choice = None
+
+    def costs(recipe, rate):  # seconds per epoch (train + val pass) and for the test pass
+        passes = 2 if recipe.tta else 1
+        return n_train / rate + n_val * passes / (rate * EVAL_SPEEDUP), n_test * passes / (rate * EVAL_SPEEDUP)
+
     for name, size, min_epochs in LADDER:
-        spec = get_spec(name)
-        recipe = cfg.recipe or spec.recipe
-        rate = measure_rate(name, size, recipe.batch_size, device, precision)
+        recipe = cfg.recipe or get_spec(name).recipe
         left = budget - (time.perf_counter() - t_begin)
         sizes = {size, round(size * recipe.eval_scale)}  # training and evaluation caches
         cache_s = sum(len(ds.rows) / CACHE_RATE for s in sizes if not cache_dir(ds, s).is_dir())
-        passes = 2 if recipe.tta else 1
-        epoch_s = n_train / rate + n_val * passes / (rate * EVAL_SPEEDUP)
-        test_s = n_test * passes / (rate * EVAL_SPEEDUP)
-        fits = math.floor((SAFETY * left - cache_s - test_s - TAIL_SECONDS) / epoch_s)
-        epochs = min(MAX_EPOCHS, fits)
-        rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "epochs_fit": fits})
-        if epochs >= min_epochs:
-            choice = (name, size, epochs, recipe, epochs * epoch_s, test_s)
+
+        def fit(rate):
+            epoch_s, test_s = costs(recipe, rate)
+            return math.floor((SAFETY * left - cache_s - test_s - TAIL_SECONDS) / epoch_s)
+
+        if ref_rate is None:
+            ref_rate = measure_rate(ref_name, ref_size, recipe.batch_size, device, precision)
+        if (name, size) == (ref_name, ref_size):
+            rate, how = ref_rate, "measured"
+        elif name == ref_name and fit(ref_rate * (ref_size / size) ** 2) < 0.8 * min_epochs:
+            rate, how = ref_rate * (ref_size / size) ** 2, "estimated"  # out of reach even so: no probe
+        else:
+            rate, how = measure_rate(name, size, recipe.batch_size, device, precision), "measured"
+        fits = fit(rate)
+        rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "rate": how,
+                     "epochs_fit": fits})
+        if how == "measured" and fits >= min_epochs:
+            choice = (name, size, recipe, rate)
             break
     if choice is None:
         name, size, _ = LADDER[-1]
         raise ImgclfError(
             f"--budget seconds={budget:g} is too short for {len(ds.rows)} images on this machine "
-            f"({name} at {size}px trains {rows[-1]['train_img_per_s']:.0f} img/s); give it more seconds or "
+            f"({name} at {size}px trains {ref_rate:.0f} img/s); give it more seconds or "
             f"name a model and --epochs"
         )
-    name, size, epochs, recipe, train_s, test_s = choice
-    # Hard stop: what is left once the cache is built, minus the test pass and the tail; the plan aims
-    # well inside it.
-    left = budget - (time.perf_counter() - t_begin)
-    for s in (size, round(size * recipe.eval_scale)):  # build them now, so the hard stop below is honest
+    name, size, recipe, rate = choice
+    for s in (size, round(size * recipe.eval_scale)):  # build them now: what is left is then known
         open_cache(ds, s, workers=cfg.workers)
-    hard_stop = max(1.0, budget - (time.perf_counter() - t_begin) - test_s - TAIL_SECONDS)
+    left = budget - (time.perf_counter() - t_begin)
+    epoch_s, test_s = costs(recipe, rate)
+    epochs = max(1, min(MAX_EPOCHS, math.floor((SAFETY * left - test_s - TAIL_SECONDS) / epoch_s)))
+    train_s = epochs * epoch_s
+    # Hard stop: what is left minus the test pass and the tail; the plan aims well inside it.
+    hard_stop = max(1.0, left - test_s - TAIL_SECONDS)
     plan = {"budget_seconds": budget, "chosen": {"model": name, "size": size, "epochs": epochs},
             "expected_train_seconds": round(train_s, 1), "seconds_left_at_plan": round(left, 1),
-            "measured": rows, "rule": "largest rung of LADDER that fits its minimum epochs (imgclf.plan)"}
+            "measured": rows, "reference": {"model": ref_name, "size": ref_size, "train_img_per_s": round(ref_rate, 1)},
+            "rule": "largest rung of LADDER that fits its minimum epochs (imgclf.plan)"}
     console.print(
         f"budget {budget:.0f} s: training [bold]{name}[/bold] at {size} px for {epochs} epochs "
-        f"(~{train_s:.0f} s at {rows[-1]['train_img_per_s']:.0f} img/s measured; "
+        f"(~{train_s:.0f} s at {rate:.0f} img/s measured; "
         f"same run without the budget: --model {name} --size {size} --epochs {epochs})",
         highlight=False, soft_wrap=True,
     )
