@@ -33,6 +33,7 @@ def test_train_writes_a_complete_run_folder(prepared, tmp_path):
         assert (run / f).is_file(), f
     conf = json.loads((run / "config.json").read_text())
     assert conf["seed"] == 0 and conf["environment"]["torch"] == torch.__version__
+    assert "malloc_keeps_freed_memory" in conf["environment"]  # recorded with the rest of the machine
     assert conf["recipe"]["optimizer"] == "adam" and conf["model_meta"]["input_size"] == 224
     hist = rows(run / "history.csv")
     assert [h["epoch"] for h in hist] == ["1", "2"]
@@ -92,6 +93,23 @@ def test_tampered_checkpoint_is_refused(prepared, tmp_path):
     with pytest.raises(ImgclfError, match="refusing to load"):
         load_checkpoint(ck)
     assert not marker.exists()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc mallopt is Linux-only")
+def test_malloc_keeps_freed_memory_unless_told_not_to(tmp_path):
+    # Process-global, so each setting gets its own interpreter. With it on, a freed 64 MiB block
+    # stays in the heap and comes back for the next allocation instead of a fresh mmap.
+    import os
+    import subprocess
+    import sys
+
+    code = ("from imgclf.device import keep_freed_memory as k; import torch; on = k(); "
+            "a = torch.empty(64 << 20, dtype=torch.uint8); p = a.data_ptr(); del a; "
+            "b = torch.empty(64 << 20, dtype=torch.uint8); print(on, k(), b.data_ptr() == p)")
+    run = lambda env: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
+                                     env={**os.environ, **env}, check=True).stdout.split()
+    assert run({}) == ["True", "True", "True"]
+    assert run({"IMGCLF_MALLOC": "system"})[:2] == ["False", "False"]
 
 
 def test_bf16_and_fp32_agree_on_a_fixed_batch():
