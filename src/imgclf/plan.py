@@ -90,7 +90,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
 
     Probes cost budget (a 1 s probe at 160 px took 6 s with its warm-up), so the cheapest rung is
     measured first, and a rung of the same model is estimated from it (rate ~ 1/pixels: 208 vs 221
-    img/s measured at 160 px, 531 vs 554 at 96) and only probed if it comes within 20% of its
+    img/s measured at 160 px, 832 vs 850 at 80) and only probed if it comes within 20% of its
     minimum epochs. Epochs are counted once the caches exist, from the time really left.
     """
     budget = cfg.max_seconds or DEFAULT_SECONDS
