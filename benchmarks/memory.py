@@ -35,7 +35,7 @@ def main():
             imgclf("prepare", tmp / "src", "--out", tmp / "data", "--cache", "224")
             cache_mb = sum(p.stat().st_size for p in (tmp / "data" / "cache").rglob("*.npy")) / 2**20
             cmd = [sys.executable, "-m", "imgclf", "train", str(tmp / "data"), "--out", str(tmp / "run"),
-                   "--optimizer", "minibatch-sgd", "--epochs", "1"]
+                   "--model", "seed-cnn", "--optimizer", "minibatch-sgd", "--epochs", "1"]
             kb = int(subprocess.run([sys.executable, "-c", PEAK, *cmd], check=True, capture_output=True,
                                     text=True).stdout.split()[-1])
             n_train = sum(1 for line in open(tmp / "data" / "manifest.csv") if ",train," in line)
