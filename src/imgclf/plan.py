@@ -35,8 +35,8 @@ DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
 # about the same time, 64 px saturates near 90.4% by 40 epochs, 80 px for 30 epochs reached
 # 92.1%, and 160 px for 36 epochs 95.0%, where the wider fastcnn-m at 128 px for 35 epochs, at a
 # higher cost per epoch, reached 93.5%: input size buys more than width. So a bigger rung must
-# afford 25-30 epochs before it is worth taking. Rates here (2-core EPYC, bf16, batch 128): s@64
-# 1,190 img/s, s@80 ~800, s@96 540, s@160 ~165.
+# afford 25-30 epochs before it is worth taking. Rates here (2-core EPYC, bf16, batch 128, malloc
+# keeping freed memory): s@64 ~1,300 img/s, s@80 ~850, s@96 ~570, s@160 ~220.
 LADDER = [
     ("fastcnn-s", 160, 30),
     ("fastcnn-s", 96, 30),
