@@ -58,8 +58,8 @@ def keep_freed_memory() -> bool:
     PyTorch's CPU tensors come straight from malloc, and glibc serves every block over 32 MiB
     (at most) with a fresh mmap, returned with munmap on free. A training step frees and
     reallocates its activations every step, so each step page-faulted hundreds of MiB of new,
-    kernel-zeroed pages: about half of seed-cnn's step at 224 px on this machine (773 -> 1,512
-    img/s at batch 100 with this on; fastcnn-s at 160 px 155 -> 204). Serving all blocks from
+    kernel-zeroed pages: about half of seed-cnn's step at 224 px on this machine (703 -> 1,558
+    img/s at batch 100 with this on; fastcnn-s at 160 px 155 -> 221). Serving all blocks from
     the heap and never trimming it keeps those pages mapped. The cost: the process keeps its
     peak memory until it exits, which a training run does anyway. Linux/glibc only; set
     IMGCLF_MALLOC=system to leave malloc alone. Returns whether it is in effect.
