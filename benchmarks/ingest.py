@@ -49,13 +49,11 @@ def main() -> None:
 
     from imgclf.cache import open_cache
     from imgclf.prepare import PrepareConfig, prepare
-    from imgclf.progress import WORKER_MODULES, _context, start_workers
+    from imgclf.progress import start_workers
 
     # As the CLI does at launch: the worker server imports torch while the command starts up.
     # Wait for it here, as raw_decode_rate starts its pool before its clock.
-    start_workers()
-    with ProcessPoolExecutor(1, mp_context=_context(WORKER_MODULES)) as ex:
-        ex.submit(int).result()
+    start_workers(wait=True)
 
     shared = need_shared()
     os.environ["IMGCLF_QUIET"] = "1"

@@ -11,6 +11,7 @@ Each seed of --seeds is a different split, initialisation and data order: the sp
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import tempfile
@@ -54,7 +55,8 @@ def main():
             print(rows[-1], flush=True)
             if conf.get("plan"):  # where a planned budget went: probes, the epochs' real pace
                 p = conf["plan"]
-                secs = [float(r.split(",")[6]) for r in _history(tmp / "run")]
+                with open(tmp / "run" / "history.csv", newline="") as f:
+                    secs = [float(r["seconds"]) for r in csv.DictReader(f)]
                 print(f"  plan: {p['chosen']}, {p['seconds_left_at_plan']} s left when counting epochs, expected "
                       f"{p['expected_train_seconds']} s of training; epochs took {sum(secs):.0f} s "
                       f"({min(secs):.1f}-{max(secs):.1f} s each); rungs: "

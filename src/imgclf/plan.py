@@ -96,7 +96,8 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
     budget = cfg.max_seconds or DEFAULT_SECONDS
     n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
     ref_name, ref_size, _ = LADDER[-1]
-    ref_rate = None
+    ref_batch = (cfg.recipe or get_spec(ref_name).recipe).batch_size
+    ref_rate = measure_rate(ref_name, ref_size, ref_batch, device, precision)
     rows = []
     choice = None
 
@@ -114,8 +115,6 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
             epoch_s, test_s = costs(recipe, rate)
             return math.floor((SAFETY * left - cache_s - test_s - TAIL_SECONDS) / epoch_s)
 
-        if ref_rate is None:
-            ref_rate = measure_rate(ref_name, ref_size, recipe.batch_size, device, precision)
         if (name, size) == (ref_name, ref_size):
             rate, how = ref_rate, "measured"
         elif name == ref_name and fit(ref_rate * (ref_size / size) ** 2) < 0.8 * min_epochs:

@@ -118,8 +118,8 @@ def _context(preload: Sequence[str]):
 WORKER_MODULES = ("torch", "imgclf.cache")
 
 
-def start_workers() -> None:
-    """Start the worker server now, with torch preloaded, without waiting for it.
+def start_workers(wait: bool = False) -> None:
+    """Start the worker server now, with torch preloaded; `wait` blocks until it serves a worker.
 
     Commands that will build a cache call this first thing: the server imports torch on one core
     while the command imports its own on the other, and every pool forked from it later starts in
@@ -130,8 +130,11 @@ def start_workers() -> None:
         return
     from multiprocessing import forkserver
 
-    _context(WORKER_MODULES)
+    ctx = _context(WORKER_MODULES)
     forkserver.ensure_running()  # spawns the server; it imports the preload modules on its own
+    if wait:  # the first worker forks once the server's imports are done
+        with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+            ex.submit(int).result()
 
 
 def _one_thread() -> None:
