@@ -2,6 +2,7 @@
 
     python benchmarks/fastcnn_explore.py --data DIR [--size 64] [--epochs 30] [--widths 64,128,256]
         [--pool_first 0|1] [--lr 0.05] [--translate 4] [--zoom 1.0] [--eval_sizes 72,80]
+        [--whiten 1] [--altflip 1] [--bnmom 0.4]
 
 DIR is a dataset from `imgclf prepare`. One self-contained training loop (the same loader,
 shift augmentation, one-cycle nesterov SGD and flip TTA as imgclf's), so an architecture idea
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from imgclf.manifest import load_dataset
 from imgclf.cache import open_cache
 from imgclf.load import batches
+from imgclf.device import keep_freed_memory
 
 
 def main():
@@ -56,31 +58,44 @@ def main():
         help="probability of a CutMix batch (one box per batch)",
     )
     ap.add_argument("--prog", type=int, default=0, help="progressive resizing: start at this size")
+    ap.add_argument("--whiten", type=int, default=0, help="1: frozen 2x2 PCA-whitening stem (airbench), 24 channels")
+    ap.add_argument("--whiten_eps", type=float, default=5e-4)
+    ap.add_argument("--bnmom", type=float, default=0.1, help="BatchNorm momentum (torch's convention)")
+    ap.add_argument("--altflip", type=int, default=0, help="1: each image flipped on alternate epochs (airbench)")
     ap.add_argument(
         "--prog_ramp",
         default="0.5,0.85",
         help="ramp from --prog to --size over these epoch fractions",
     )
     a = ap.parse_args()
+    keep_freed_memory()  # as imgclf's train does (BENCHMARKS.md, "Training step")
     torch.manual_seed(a.seed)
     ds = load_dataset(a.data)
     sp = open_cache(ds, a.size)
     src = open_cache(ds, a.src) if a.src else sp
     tr = src["train"]
 
+    def BN(c):
+        return nn.BatchNorm2d(c, momentum=a.bnmom)
+
     def cbr(ci, co):
         return [
             nn.Conv2d(ci, co, 3, padding=1, bias=False),
-            nn.BatchNorm2d(co),
+            BN(co),
             nn.GELU(),
         ]
 
-    L = [
-        nn.Conv2d(3, a.stem, 2, stride=2, bias=False),
-        nn.BatchNorm2d(a.stem),
-        nn.GELU(),
-    ]
-    ci = a.stem
+    if a.whiten:
+        stem = nn.Conv2d(3, 24, 2, stride=2, bias=True)
+        L = [stem, nn.GELU()]
+        ci = 24
+    else:
+        L = [
+            nn.Conv2d(3, a.stem, 2, stride=2, bias=False),
+            BN(a.stem),
+            nn.GELU(),
+        ]
+        ci = a.stem
     for w in map(int, a.widths.split(",")):
         if a.pool_first:
             L += [nn.MaxPool2d(2)] + cbr(ci, w)
@@ -88,7 +103,7 @@ def main():
             L += [
                 nn.Conv2d(ci, w, 3, padding=1, bias=False),
                 nn.MaxPool2d(2),
-                nn.BatchNorm2d(w),
+                BN(w),
                 nn.GELU(),
             ]
         L += sum([cbr(w, w) for _ in range(a.depth - 1)], [])
@@ -99,9 +114,30 @@ def main():
         nn.Dropout(a.drop),
         nn.Linear(ci, 2, bias=False),
     ]
+    mean = torch.tensor([0.5] * 3).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.25] * 3).view(1, 3, 1, 1) * 255
+
+    def inp(x):
+        return ((x.permute(0, 3, 1, 2).float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
     m = nn.Sequential(*L).to(memory_format=torch.channels_last)
-    decay = [p for n, p in m.named_parameters() if p.ndim > 1 or a.bnwd]
-    nod = [p for n, p in m.named_parameters() if not (p.ndim > 1 or a.bnwd)]
+    if a.whiten:
+        # PCA whitening of 2x2 patches (airbench): eigenvectors scaled by 1/sqrt(eigenvalue), and
+        # their negatives (GELU follows), frozen. Computed on up to 5,000 training images.
+        with torch.no_grad():
+            xs = inp(torch.from_numpy(tr.images[: min(5000, len(tr))])).float()
+            pt = xs.unfold(2, 2, 1).unfold(3, 2, 1)  # B,C,H-1,W-1,2,2
+            pt = pt.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+            pt = pt - pt.mean(0)
+            cov = pt.T @ pt / len(pt)
+            ev, vec = torch.linalg.eigh(cov)
+            w = (vec.T / (ev + a.whiten_eps).sqrt()[:, None]).reshape(12, 3, 2, 2).float()
+            stem.weight.copy_(torch.cat([w, -w]))
+            stem.bias.zero_()
+        stem.weight.requires_grad_(False)
+    params = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim > 1 or a.bnwd]
+    nod = [p for n, p in params if not (p.ndim > 1 or a.bnwd)]
     opt = torch.optim.SGD(
         [{"params": decay, "weight_decay": a.wd}, {"params": nod, "weight_decay": 0}],
         lr=a.lr,
@@ -115,18 +151,16 @@ def main():
         opt,
         lambda s: (s + 1) / warm if s < warm else max(0, (total - s) / (total - warm)),
     )
-    mean = torch.tensor([0.5] * 3).view(1, 3, 1, 1) * 255
-    std = torch.tensor([0.25] * 3).view(1, 3, 1, 1) * 255
-
-    def inp(x):
-        return ((x.permute(0, 3, 1, 2).float() - mean) / std).contiguous(memory_format=torch.channels_last)
-
     g = torch.Generator().manual_seed(a.seed)
     ga = torch.Generator().manual_seed(a.seed + 1)
 
-    def aug(x):
+    flip0 = torch.rand(len(tr), generator=ga) < 0.5  # --altflip: each image's flip in even epochs
+
+    def aug(x, idx=None, ep=0):
         b, h, w, _ = x.shape
         m_ = torch.rand(b, generator=ga) < 0.5
+        if a.altflip and idx is not None:
+            m_ = flip0[idx] ^ bool(ep % 2)
         x = torch.where(m_.view(b, 1, 1, 1), x.flip(2), x)
         p = a.translate
         if p:
@@ -176,8 +210,9 @@ def main():
         size = train_size(ep)
         tl = 0
         n = 0
-        for x, y in batches(tr, a.bs, shuffle=True, generator=g, drop_last=True):
-            x = aug(x)
+        order = torch.randperm(len(tr), generator=torch.Generator().set_state(g.get_state()))
+        for bi, (x, y) in enumerate(batches(tr, a.bs, shuffle=True, generator=g, drop_last=True)):
+            x = aug(x, order[bi * a.bs : (bi + 1) * a.bs], ep)
             xi = inp(x)
             if a.zoom < 1 or a.src:
                 b = xi.shape[0]
