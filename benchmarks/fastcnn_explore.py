@@ -124,12 +124,15 @@ def main():
     if a.whiten:
         # PCA whitening of 2x2 patches (airbench): eigenvectors scaled by 1/sqrt(eigenvalue), and
         # their negatives (GELU follows), frozen. Computed on up to 5,000 training images.
+        # Accumulated 500 images at a time: all 5,000 images' patches at once are 3 GiB at 80 px.
         with torch.no_grad():
-            xs = inp(torch.from_numpy(tr.images[: min(5000, len(tr))])).float()
-            pt = xs.unfold(2, 2, 1).unfold(3, 2, 1)  # B,C,H-1,W-1,2,2
-            pt = pt.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
-            pt = pt - pt.mean(0)
-            cov = pt.T @ pt / len(pt)
+            n, total, outer = 0, torch.zeros(12, dtype=torch.float64), torch.zeros(12, 12, dtype=torch.float64)
+            for i in range(0, min(5000, len(tr)), 500):
+                xs = inp(torch.from_numpy(tr.images[i : min(i + 500, 5000, len(tr))])).float()
+                pt = xs.unfold(2, 2, 1).unfold(3, 2, 1)  # B,C,H-1,W-1,2,2
+                pt = pt.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+                n, total, outer = n + len(pt), total + pt.sum(0), outer + pt.T @ pt
+            cov = outer / n - torch.outer(total / n, total / n)
             ev, vec = torch.linalg.eigh(cov)
             w = (vec.T / (ev + a.whiten_eps).sqrt()[:, None]).reshape(12, 3, 2, 2).float()
             stem.weight.copy_(torch.cat([w, -w]))
@@ -210,9 +213,13 @@ def main():
         size = train_size(ep)
         tl = 0
         n = 0
-        order = torch.randperm(len(tr), generator=torch.Generator().set_state(g.get_state()))
+        # --altflip needs each batch's image indices: batches draws its order with randperm(g) first,
+        # so the same draw on a copy of g gives them (checked against the labels below).
+        order = torch.randperm(len(tr), generator=torch.Generator().set_state(g.get_state())) if a.altflip else None
         for bi, (x, y) in enumerate(batches(tr, a.bs, shuffle=True, generator=g, drop_last=True)):
-            x = aug(x, order[bi * a.bs : (bi + 1) * a.bs], ep)
+            idx = None if order is None else order[bi * a.bs : (bi + 1) * a.bs]
+            assert idx is None or torch.equal(torch.from_numpy(tr.labels[idx.numpy()]), y), "batch order changed"
+            x = aug(x, idx, ep)
             xi = inp(x)
             if a.zoom < 1 or a.src:
                 b = xi.shape[0]
