@@ -3,8 +3,9 @@
     python benchmarks/fastcnn_ablations.py [--data DIR] [--model fastcnn-s] [--epochs 15] [--only a,b]
 
 DATA is a dataset folder from `imgclf prepare` (default: ../shared/data/petimages prepared
-into a temp folder with the tutorial's split). Every variant trains from the same seed; flip TTA
-is scored on the baseline's own weights (it changes evaluation only). Prints test accuracy
+into a temp folder with the tutorial's split). Every variant trains from the same seed; the
+evaluation-only choices (flip TTA, the evaluation size, the training-size views) are scored on the
+baseline's own weights. Prints test accuracy
 and training seconds per variant, with the difference to the bundled recipe.
 """
 
@@ -65,12 +66,14 @@ def main() -> None:
         print(rows[-1], flush=True)
         if name == "bundled":  # evaluation-only choices: rescored on the same weights
             train_size = _train_size(tmp / name)
-            for label, what, tta, size in [
-                ("no-tta", "flip TTA off", False, None),
-                ("no-eval-scale", f"evaluate at the training size ({train_size} px)", True, train_size),
-                ("neither", "no TTA, training size", False, train_size),
+            for label, what, tta, size, sizes in [
+                ("no-train-size-tta", f"no views resized to the training size ({train_size} px)", True, None, []),
+                ("no-tta", "flip TTA off (training-size views kept)", False, None, None),
+                ("no-eval-scale", f"evaluate at the training size ({train_size} px) only, flip TTA", True,
+                 train_size, []),
+                ("neither", "no TTA, training size", False, train_size, []),
             ]:
-                acc = _rescore(tmp / name, tta, size)
+                acc = _rescore(tmp / name, tta, size, sizes)
                 rows.append([label, f"{what} (same weights as bundled)", f"{acc:.2%}", _delta(acc, ref), "-"])
                 print(rows[-1], flush=True)
     print(f"\nmachine: {machine()}; {args.model}, {args.epochs} epochs, seed {args.seed}, data {data}\n")
@@ -87,8 +90,9 @@ def _train_size(run: Path) -> int:
     return read_json(run / "model.json")["train_size"]
 
 
-def _rescore(run: Path, tta: bool, size: int | None) -> float:
-    """Test accuracy of a finished run's weights, with or without flip TTA, at `size` (None: as saved)."""
+def _rescore(run: Path, tta: bool, size: int | None, sizes: list[int] | None) -> float:
+    """Test accuracy of a finished run's weights, with or without flip TTA, at `size` and with the
+    views resized to `sizes` (None: as saved)."""
 
     from imgclf.cache import open_cache
     from imgclf.device import pick_device, resolve_precision
@@ -102,7 +106,8 @@ def _rescore(run: Path, tta: bool, size: int | None) -> float:
     model, meta = load_model(run, dev)
     split = open_cache(load_dataset(cfg["data"]), size or meta["input_size"])["test"]
     logits = predict_logits(model, split, input_fn(dev, meta["mean"], meta["std"], False), dev,
-                            resolve_precision("auto", dev), tta=tta)
+                            resolve_precision("auto", dev), tta=tta,
+                            sizes=meta.get("tta_sizes", []) if sizes is None else sizes)
     return float((logits.argmax(1) == split.labels).mean())
 
 

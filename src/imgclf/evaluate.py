@@ -13,31 +13,35 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from .cache import CachedSplit
 from .device import autocast
 from .files import write_csv
-from .load import batches
+from .load import batches, resize_batch
 
 
 @torch.no_grad()
 def predict_logits(model, split: CachedSplit, to_input, device, precision: str, batch_size: int = 256,
-                   tta: bool = False) -> np.ndarray:
+                   tta: bool = False, sizes: tuple[int, ...] | list[int] = ()) -> np.ndarray:
     """Logits (N, classes) in float32 for a cached split, in stored order (see `tta_logits`)."""
     model.eval()
     out = []
     for x, _ in batches(split, batch_size, shuffle=False):
         with autocast(device, precision):
-            out.append(tta_logits(model, to_input(x), tta).cpu())
+            out.append(tta_logits(model, to_input(x), tta, sizes).cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
 
 
-def tta_logits(model, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """The model's float logits; with `tta`, log of the mean softmax over the image and its mirror
-    (so softmax of the result is the averaged probability, and losses stay comparable)."""
-    logits = model(x).float()
-    if not tta:
-        return logits
-    mirrored = model(x.flip(3)).float()
-    return torch.logsumexp(torch.stack([logits.log_softmax(1), mirrored.log_softmax(1)]), 0) - math.log(2)
+def tta_logits(model, x: torch.Tensor, tta: bool, sizes: tuple[int, ...] | list[int] = ()) -> torch.Tensor:
+    """The model's float logits for a normalised batch. Test-time augmentation: `sizes` adds the
+    batch resized to each of these sizes, `tta` the mirror of every view; the result is then the
+    log of the views' mean softmax (so its softmax is the averaged probability, and losses stay
+    comparable with a single view's)."""
+    views = [x] + [resize_batch(x, s) for s in sizes]
+    if tta:
+        views += [v.flip(3) for v in views]
+    if len(views) == 1:
+        return model(x).float()
+    logp = torch.stack([model(v).float().log_softmax(1) for v in views])
+    return torch.logsumexp(logp, 0) - math.log(len(views))
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:

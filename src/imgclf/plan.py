@@ -101,9 +101,11 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
     rows = []
     choice = None
 
-    def costs(recipe, rate):  # seconds per epoch (train + val pass) and for the test pass
+    def costs(recipe, rate):  # seconds per epoch (train + val pass) and for the test pass (+ the last val's views)
         passes = 2 if recipe.tta else 1
-        return n_train / rate + n_val * passes / (rate * EVAL_SPEEDUP), n_test * passes / (rate * EVAL_SPEEDUP)
+        sizes = 2 if recipe.tta_train_size and recipe.eval_scale != 1 else 1  # the last passes only (train.py)
+        return (n_train / rate + n_val * passes / (rate * EVAL_SPEEDUP),
+                (n_test * sizes + n_val * (sizes - 1)) * passes / (rate * EVAL_SPEEDUP))
 
     for name, size, min_epochs in LADDER:
         recipe = cfg.recipe or get_spec(name).recipe

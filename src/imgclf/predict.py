@@ -54,7 +54,8 @@ def predict(run: Path | str, inputs: list[Path | str], batch_size: int = 64, dev
             return
         x = torch.from_numpy(np.stack([a for _, a in pending]))
         with autocast(dev, precision):
-            probs = tta_logits(model, to_input(x), meta.get("tta", False)).softmax(1).cpu().numpy()
+            logits = tta_logits(model, to_input(x), meta.get("tta", False), meta.get("tta_sizes", []))
+            probs = logits.softmax(1).cpu().numpy()
         for (i, _), p in zip(pending, probs):
             k = int(p.argmax())
             results[i] = {"path": str(paths[i]), "class": classes[k], "prob": float(p[k]),

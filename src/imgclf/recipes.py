@@ -38,6 +38,10 @@ class Recipe:
     # zero borders make objects look smaller in training than in a clean test image; a slightly
     # larger test image compensates (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
     eval_scale: float = 1.0
+    # With eval_scale != 1: also predict at the training size (the evaluation image resized down on
+    # the batch) and average. The two sizes err on different images, so the pair is a small ensemble
+    # for twice the evaluation cost (+0.6 to +0.8 test points on three fastcnn-s seeds, BENCHMARKS.md).
+    tta_train_size: bool = False
     ema: float | None = None  # evaluate an exponential moving average of the weights with this decay
     # Progressive resizing (fastai, FFCV): train the first half of the epochs at this fraction of the
     # size, then grow linearly to the full size by 85% of the epochs. Early epochs learn coarse

@@ -122,8 +122,11 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     size = spec.check_size(cfg.size)
     # Evaluate (val, test, and later predict) at eval_scale x the training size: see Recipe.eval_scale.
     eval_size = round(size * recipe.eval_scale) if spec.sizes else size
+    # Extra sizes each evaluated batch is also resized to (Recipe.tta_train_size), recorded with the
+    # weights so that evaluate and predict see the same views.
+    tta_sizes = [size] if recipe.tta_train_size and eval_size != size and cfg.mode != "probe" else []
     meta = {**spec.meta(eval_size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.tta,
-            "train_size": size}
+            "tta_sizes": tta_sizes, "train_size": size}
     if resume:
         sweep_temp_files(run)
     else:
@@ -224,8 +227,12 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 f"continue with `imgclf train --resume {run}`"
             ) from None
         steps_done += steps
+        # The training-size views double the cost of a validation pass (~6% of a fastcnn epoch), for a
+        # curve that only watches progress: they join in the last epoch, whose val_acc is then the
+        # saved model's.
+        last = epoch == cfg.epochs or budget.spent
         val_logits = predict_logits(ema_net or net, splits["val"], to_input, device, precision, cfg.eval_batch_size,
-                                    tta=recipe.tta)
+                                    tta=recipe.tta, sizes=meta["tta_sizes"] if last else [])
         val_loss, val_probs, _ = loss_and_predictions(val_logits, splits["val"].labels)
         val_acc = float((val_probs.argmax(1) == splits["val"].labels).mean()) if len(val_probs) else float("nan")
         history.append({
@@ -371,7 +378,8 @@ def evaluate_model(model, meta, split: CachedSplit, split_name: str, run: Path, 
     to_input = to_input or input_fn(device, meta["mean"], meta["std"], channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
-    logits = predict_logits(model, split, to_input, device, precision, batch_size, tta=meta.get("tta", False))
+    logits = predict_logits(model, split, to_input, device, precision, batch_size, tta=meta.get("tta", False),
+                            sizes=meta.get("tta_sizes", []))
     loss, probs, losses = loss_and_predictions(logits, split.labels)
     pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
     metrics = {"split": split_name, "loss": loss, **compute_metrics(split.labels, pred, meta["classes"])}
