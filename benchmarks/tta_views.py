@@ -1,0 +1,78 @@
+"""Test-time views, rescored on the weights of finished runs: which sizes and mirrors to average.
+
+    python benchmarks/tta_views.py RUN [RUN ...] [--extra 72]
+
+Each RUN is an `imgclf train` run folder of a model that takes any size (fastcnn). For every run
+and split (val, test) it prints the accuracy of: flip TTA at the evaluation size (the run's
+input size), at the training size, both averaged with the second view resized down from the
+evaluation image on the batch (what the library does, `Recipe.tta_train_size`) or decoded from
+its own cache, and, with --extra, the evaluation size averaged with another cached size. The
+weights are fixed, so the differences are the views' alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("IMGCLF_QUIET", "1")
+
+from common import machine, table  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--extra", type=int, help="a further cached size to average with the evaluation size")
+    args = ap.parse_args()
+
+    import torch
+
+    from imgclf.cache import open_cache
+    from imgclf.device import autocast
+    from imgclf.evaluate import tta_logits
+    from imgclf.load import batches, input_fn
+    from imgclf.manifest import load_dataset
+    from imgclf.runfolder import load_model, read_config
+
+    cpu = torch.device("cpu")
+    rows = []
+    for run in args.runs:
+        model, meta = load_model(run, cpu)
+        model = model.to(memory_format=torch.channels_last)
+        ds = load_dataset(read_config(run)["data"])
+        ev, tr = meta["input_size"], meta["train_size"]
+        to_input = input_fn(cpu, meta["mean"], meta["std"], True)
+
+        @torch.no_grad()
+        def probs(split, sizes=()):  # mean softmax of the views, (N, classes)
+            out = []
+            for x, _ in batches(split, 256, shuffle=False):
+                with autocast(cpu, "bf16"):
+                    out.append(tta_logits(model, to_input(x), True, sizes).softmax(1))
+            return torch.cat(out)
+
+        for name in ("val", "test"):
+            at = lambda size: open_cache(ds, size)[name]  # noqa: E731
+            y = torch.from_numpy(at(ev).labels)
+            p_ev, p_tr = probs(at(ev)), probs(at(tr))
+            views = {
+                f"flip @{ev}": p_ev,
+                f"flip @{tr}": p_tr,
+                f"@{ev} + resized to {tr} (library)": probs(at(ev), [tr]),
+                f"@{ev} + cached @{tr}": (p_ev + p_tr) / 2,
+            }
+            if args.extra:
+                views[f"@{ev} + cached @{args.extra}"] = (p_ev + probs(at(args.extra))) / 2
+            base = float((p_ev.argmax(1) == y).float().mean())
+            for label, p in views.items():
+                acc = float((p.argmax(1) == y).float().mean())
+                rows.append([run.name, name, label, f"{acc:.2%}", f"{(acc - base) * 100:+.2f}"])
+            print(*rows[-len(views):], sep="\n", flush=True)
+    print(f"\nmachine: {machine()}\n")
+    print(table(["run", "split", "views (each with its mirror)", "accuracy", "vs flip @eval size"], rows))
+
+
+if __name__ == "__main__":
+    main()
