@@ -87,6 +87,50 @@ def test_tta_sizes_add_the_batch_resized_and_its_mirror():
                               atol=1e-6)
 
 
+def test_batches_with_index_name_the_rows_they_hold(prepared):
+    from imgclf.cache import open_cache
+    from imgclf.load import batches
+    from imgclf.manifest import load_dataset
+
+    split = open_cache(load_dataset(prepared.root), 32, workers=1)["train"]
+    got = list(batches(split, 7, shuffle=True, generator=torch.Generator().manual_seed(0), with_index=True))
+    rows = torch.cat([r for _, _, r in got])
+    assert sorted(rows.tolist()) == list(range(len(split)))  # every row once
+    for x, y, r in got:
+        assert torch.equal(x, torch.from_numpy(split.images[r.numpy()])) and torch.equal(y, torch.from_numpy(
+            split.labels[r.numpy()]))
+
+
+def test_alternating_flips_mirror_each_image_every_other_epoch(prepared, tmp_path, monkeypatch):
+    import imgclf.train as train_mod
+
+    log = []  # per batch: (epoch's batch rows, which of them were mirrored)
+    real_batches, real_augment = train_mod.batches, train_mod.augment
+
+    def spy_batches(*a, **k):
+        for x, y, rows in real_batches(*a, **k):
+            log.append([rows])
+            yield x, y, rows
+
+    def spy_augment(x, aug, gen, hflips=None):
+        log[-1].append(hflips)
+        return real_augment(x, aug, gen, hflips)
+
+    monkeypatch.setattr(train_mod, "batches", spy_batches)
+    monkeypatch.setattr(train_mod, "augment", spy_augment)
+    recipe = replace(get_spec("fastcnn-s").recipe, batch_size=8, alternate_flips=True)
+    r = train(TrainConfig(data=prepared.root, out=tmp_path / "r", model="fastcnn-s", recipe=recipe, epochs=3,
+                          workers=1, size=64, report=False))
+    steps = r.history[0]["steps"]
+    log = [entry for entry in log if len(entry) == 2]  # training batches (evaluation does not augment)
+    sides = [{int(i): bool(f) for rows, flips in log[e * steps:(e + 1) * steps] for i, f in zip(rows, flips)}
+             for e in range(3)]
+    both = set(sides[0]) & set(sides[1]) & set(sides[2])  # drop_last leaves a few images out of an epoch
+    assert len(both) > 10
+    assert all(sides[0][i] != sides[1][i] and sides[2][i] == sides[0][i] for i in both)
+    assert 0.2 < np.mean([sides[0][i] for i in both]) < 0.8  # the first side is a coin per image
+
+
 def test_progressive_sizes_grow_from_start_fraction_to_full_size():
     sizes = [epoch_size(96, e, 20, 2 / 3) for e in range(1, 21)]
     assert sizes[:10] == [64] * 10  # first half at 2/3 of the size

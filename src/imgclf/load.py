@@ -38,8 +38,10 @@ def batches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     pin: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 NHWC images, int64 labels) batches, in a seeded random or the stored order.
+    with_index: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (uint8 NHWC images, int64 labels) batches, in a seeded random or the stored order;
+    with `with_index`, (images, labels, the rows' indices in the split as a CPU tensor).
 
     The order always comes from the CPU generator, so it is the same on every device. A split
     held on the GPU (see `resident`) is gathered there; a memmapped one is read a chunk at a
@@ -47,6 +49,7 @@ def batches(
     """
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    cpu_order = order  # the indices that `with_index` yields, on the CPU whatever the device
     row_bytes = int(np.prod(split.images.shape[1:])) * split.images.dtype.itemsize
     chunk = max(batch_size, (_CHUNK_BYTES // row_bytes) // batch_size * batch_size)
     end = n - n % batch_size if drop_last else n
@@ -68,8 +71,10 @@ def batches(
             x = torch.from_numpy(imgs)
             x = x.pin_memory() if pin else x
             y = torch.from_numpy(split.labels[idx])
+        rows = cpu_order[c0 : min(c0 + chunk, end)]
         for b0 in range(0, len(idx), batch_size):
-            yield x[b0 : b0 + batch_size], y[b0 : b0 + batch_size]
+            batch = x[b0 : b0 + batch_size], y[b0 : b0 + batch_size]
+            yield (*batch, rows[b0 : b0 + batch_size]) if with_index else batch
 
 
 def resident(split: CachedSplit, device: torch.device, fraction: float = 0.5) -> CachedSplit:
@@ -96,11 +101,13 @@ def _release(images: np.ndarray) -> None:
         mm.madvise(mmap.MADV_DONTNEED)
 
 
-def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Random flips and shifts on a uint8 NHWC batch: vectorised over the batch, no Python per image."""
+def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator,
+            hflips: torch.Tensor | None = None) -> torch.Tensor:
+    """Random flips and shifts on a uint8 NHWC batch: vectorised over the batch, no Python per image.
+    `hflips`: which images to mirror (bool, one per image), instead of a coin per image."""
     b = x.shape[0]
     if aug.hflip:  # the coin flips come from the CPU generator: the same on every device
-        m = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        m = (torch.rand(b, generator=generator) < 0.5 if hflips is None else hflips).to(x.device)
         x = torch.where(m.view(b, 1, 1, 1), x.flip(2), x)
     if aug.vflip:
         m = (torch.rand(b, generator=generator) < 0.5).to(x.device)

@@ -33,6 +33,11 @@ class Recipe:
     label_smoothing: float = 0.0
     drop_last: bool = False  # skip each epoch's last, smaller batch (its BN statistics are noisy)
     translate: float = 0.0  # random shifts of up to this fraction of the side (augmentation)
+    # Mirror each image on alternate epochs (airbench) instead of by a coin each time: a coin per
+    # image picks its first epoch's side, then it switches every epoch, so no image goes several
+    # epochs seen from one side only. Over the 5-minute plan's 26 epochs it measured -0.37 test
+    # points (3 seeds, BENCHMARKS.md), so fastcnn leaves it off.
+    alternate_flips: bool = False
     tta: bool = False  # evaluate on the image and its mirror, averaging the probabilities
     # Evaluate at this multiple of the training size (models that take any size). Random shifts and
     # zero borders make objects look smaller in training than in a clean test image; a slightly

@@ -181,6 +181,11 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     scheduler = _scheduler(optimizer, recipe.schedule, total_steps, recipe.warmup)
     order_gen = torch.Generator().manual_seed(cfg.seed)  # data order
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)  # flips
+    # Alternating flips: each training image's side in odd epochs, drawn from a stream of its own
+    # (never saved: a resumed run draws the same sides again).
+    sides = None
+    if aug.hflip and recipe.alternate_flips:
+        sides = torch.rand(n_train, generator=torch.Generator().manual_seed(cfg.seed + 3)) < 0.5
     torch.manual_seed(cfg.seed + 2)  # dropout stream, independent of the init above
     history: list[dict] = []
 
@@ -215,7 +220,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 net, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                 order_gen, aug_gen, device, precision, desc, epoch, budget,
                 ema=(ema_net, recipe.ema, steps_done) if ema_net is not None else None,
-                drop_last=drop_last, size=tr_size,
+                drop_last=drop_last, size=tr_size, sides=sides,
             )
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
@@ -290,12 +295,14 @@ class _Budget:
 
 def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                  order_gen, aug_gen, device, precision, desc, epoch, budget: _Budget,
-                 ema=None, drop_last: bool = False, size: int | None = None) -> tuple[float, float, int]:
+                 ema=None, drop_last: bool = False, size: int | None = None,
+                 sides: torch.Tensor | None = None) -> tuple[float, float, int]:
     """One pass over the training split (or until the budget runs out): (loss, accuracy, steps).
 
     Loss/accuracy sums stay on the device until the bar refreshes, so batch-size-1 SGD is not
     slowed by a host sync per step. `ema` = (averaged copy, decay, steps before this epoch); `size`:
-    resize batches to it (progressive resizing), None: as cached."""
+    resize batches to it (progressive resizing), None: as cached; `sides`: alternating flips, which
+    images are mirrored in odd epochs (the others in even ones)."""
     model.train()
     if ema is not None:
         ema_net, decay, steps_before = ema
@@ -306,10 +313,10 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
     seen, step, last_ui = 0, 0, 0.0
     with make_progress("img", "loss {task.fields[loss]} acc {task.fields[acc]}") as bar:
         task = bar.add_task(desc, total=n, loss="-", acc="-")
-        for x, y in batches(split, batch_size, shuffle=True, generator=order_gen, pin=device.type == "cuda",
-                            drop_last=drop_last):
+        for x, y, rows in batches(split, batch_size, shuffle=True, generator=order_gen, pin=device.type == "cuda",
+                                  drop_last=drop_last, with_index=True):
             if aug.active:
-                x = augment(x, aug, aug_gen)
+                x = augment(x, aug, aug_gen, None if sides is None else sides[rows] ^ (epoch % 2 == 0))
             xb, yb = to_input(x), y.to(device, non_blocking=True)
             if size is not None:
                 xb = resize_batch(xb, size)
