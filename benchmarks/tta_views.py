@@ -5,9 +5,10 @@
 Each RUN is an `imgclf train` run folder of a model that takes any size (fastcnn). For every run
 and split (val, test) it prints the accuracy of: flip TTA at the evaluation size (the run's
 input size), at the training size, both averaged with the second view resized down from the
-evaluation image on the batch (what the library does, `Recipe.tta_train_size`) or decoded from
-its own cache, and, with --extra, the evaluation size averaged with another cached size. The
-weights are fixed, so the differences are the views' alone.
+evaluation image on the batch (antialiased bilinear, what the library does,
+`Recipe.tta_train_size`, or bicubic) or decoded from its own cache, and, with --extra, the
+evaluation size averaged with another cached size. The weights are fixed, so the differences are
+the views' alone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    import torch.nn.functional as F
 
     from imgclf.cache import open_cache
     from imgclf.device import autocast
@@ -46,11 +48,17 @@ def main() -> None:
         to_input = input_fn(cpu, meta["mean"], meta["std"], True)
 
         @torch.no_grad()
-        def probs(split, sizes=()):  # mean softmax of the views, (N, classes)
+        def probs(split, sizes=(), bicubic=False):  # mean softmax of the views, (N, classes)
             out = []
             for x, _ in batches(split, 256, shuffle=False):
+                x = to_input(x)
                 with autocast(cpu, "bf16"):
-                    out.append(tta_logits(model, to_input(x), True, sizes).softmax(1))
+                    if bicubic:  # the library's views with a sharper resize of the second one
+                        small = F.interpolate(x, size=(tr, tr), mode="bicubic", antialias=True)
+                        views = [x, x.flip(3), small, small.flip(3)]
+                        out.append(sum(model(v).float().softmax(1) for v in views) / 4)
+                    else:
+                        out.append(tta_logits(model, x, True, sizes).softmax(1))
             return torch.cat(out)
 
         for name in ("val", "test"):
@@ -60,7 +68,8 @@ def main() -> None:
             views = {
                 f"flip @{ev}": p_ev,
                 f"flip @{tr}": p_tr,
-                f"@{ev} + resized to {tr} (library)": probs(at(ev), [tr]),
+                f"@{ev} + resized to {tr} (library, bilinear)": probs(at(ev), [tr]),
+                f"@{ev} + resized to {tr}, bicubic": probs(at(ev), bicubic=True),
                 f"@{ev} + cached @{tr}": (p_ev + p_tr) / 2,
             }
             if args.extra:

@@ -45,7 +45,8 @@ class Recipe:
     eval_scale: float = 1.0
     # With eval_scale != 1: also predict at the training size (the evaluation image resized down on
     # the batch) and average. The two sizes err on different images, so the pair is a small ensemble
-    # for twice the evaluation cost (+0.6 to +0.8 test points on three fastcnn-s seeds, BENCHMARKS.md).
+    # for twice the evaluation cost (fastcnn-s, same weights: +0.5 to +1.5 test points in six 80 px
+    # runs, ~+0.1 at 64 px where resizing blurs the view more than it counts; BENCHMARKS.md).
     tta_train_size: bool = False
     ema: float | None = None  # evaluate an exponential moving average of the weights with this decay
     # Progressive resizing (fastai, FFCV): train the first half of the epochs at this fraction of the
