@@ -48,18 +48,16 @@ def main() -> None:
         to_input = input_fn(cpu, meta["mean"], meta["std"], True)
 
         @torch.no_grad()
-        def probs(split, sizes=(), bicubic=False):  # mean softmax of the views, (N, classes)
+        def probs(split, sizes=(), transform=None):  # mean softmax of the views, (N, classes)
             out = []
             for x, _ in batches(split, 256, shuffle=False):
-                x = to_input(x)
+                x = to_input(x) if transform is None else transform(to_input(x))
                 with autocast(cpu, "bf16"):
-                    if bicubic:  # the library's views with a sharper resize of the second one
-                        small = F.interpolate(x, size=(tr, tr), mode="bicubic", antialias=True)
-                        views = [x, x.flip(3), small, small.flip(3)]
-                        out.append(sum(model(v).float().softmax(1) for v in views) / 4)
-                    else:
-                        out.append(tta_logits(model, x, True, sizes).softmax(1))
+                    out.append(tta_logits(model, x, True, sizes).softmax(1))
             return torch.cat(out)
+
+        def bicubic(x):  # the second view resized with a sharper filter than the library's
+            return F.interpolate(x, size=(tr, tr), mode="bicubic", antialias=True)
 
         for name in ("val", "test"):
             at = lambda size: open_cache(ds, size)[name]  # noqa: E731
@@ -69,7 +67,7 @@ def main() -> None:
                 f"flip @{ev}": p_ev,
                 f"flip @{tr}": p_tr,
                 f"@{ev} + resized to {tr} (library, bilinear)": probs(at(ev), [tr]),
-                f"@{ev} + resized to {tr}, bicubic": probs(at(ev), bicubic=True),
+                f"@{ev} + resized to {tr}, bicubic": (p_ev + probs(at(ev), transform=bicubic)) / 2,
                 f"@{ev} + cached @{tr}": (p_ev + p_tr) / 2,
             }
             if args.extra:
