@@ -67,7 +67,7 @@ def main() -> None:
         if name == "bundled":  # evaluation-only choices: rescored on the same weights
             train_size = _train_size(tmp / name)
             for label, what, tta, size, sizes in [
-                ("no-train-size-tta", f"no views resized to the training size ({train_size} px)", True, None, []),
+                ("no-train-size-tta", f"no views at the training size ({train_size} px)", True, None, []),
                 ("no-tta", "flip TTA off (training-size views kept)", False, None, None),
                 ("no-eval-scale", f"evaluate at the training size ({train_size} px) only, flip TTA", True,
                  train_size, []),
@@ -92,11 +92,11 @@ def _train_size(run: Path) -> int:
 
 def _rescore(run: Path, tta: bool, size: int | None, sizes: list[int] | None) -> float:
     """Test accuracy of a finished run's weights, with or without flip TTA, at `size` and with the
-    views resized to `sizes` (None: as saved)."""
+    views decoded at `sizes` (None: as saved)."""
 
     from imgclf.cache import open_cache
     from imgclf.device import pick_device, resolve_precision
-    from imgclf.evaluate import predict_logits
+    from imgclf.evaluate import predict_logits, view_sizes
     from imgclf.load import input_fn
     from imgclf.manifest import load_dataset
     from imgclf.runfolder import load_model, read_config
@@ -104,12 +104,13 @@ def _rescore(run: Path, tta: bool, size: int | None, sizes: list[int] | None) ->
     cfg = read_config(run)
     dev = pick_device("cpu")
     model, meta = load_model(run, dev)
-    split = open_cache(load_dataset(cfg["data"]), size or meta["input_size"])["test"]
+    ds = load_dataset(cfg["data"])
+    decoded, resized = view_sizes(meta) if sizes is None else (sizes, [])
+    split = open_cache(ds, size or meta["input_size"])["test"]
     logits = predict_logits(model, split, input_fn(dev, meta["mean"], meta["std"], False), dev,
-                            resolve_precision("auto", dev), tta=tta,
-                            sizes=meta.get("tta_sizes", []) if sizes is None else sizes)
+                            resolve_precision("auto", dev), tta=tta, sizes=resized,
+                            views=[open_cache(ds, s)["test"] for s in decoded])
     return float((logits.argmax(1) == split.labels).mean())
-
 
 if __name__ == "__main__":
     main()

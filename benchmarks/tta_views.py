@@ -4,9 +4,9 @@
 
 Each RUN is an `imgclf train` run folder of a model that takes any size (fastcnn). For every run
 and split (val, test) it prints the accuracy of: flip TTA at the evaluation size (the run's
-input size), at the training size, both averaged with the second view resized down from the
-evaluation image on the batch (antialiased bilinear, what the library does,
-`Recipe.tta_train_size`, or bicubic) or decoded from its own cache, and, with --extra, the
+input size), at the training size, both averaged with the second view decoded from its own cache
+(what the library does, `Recipe.tta_train_size`) or resized down from the evaluation image on the
+batch (antialiased bilinear, what runs before `tta_decode` do, or bicubic), and, with --extra, the
 evaluation size averaged with another cached size. The weights are fixed, so the differences are
 the views' alone.
 """
@@ -66,9 +66,9 @@ def main() -> None:
             views = {
                 f"flip @{ev}": p_ev,
                 f"flip @{tr}": p_tr,
-                f"@{ev} + resized to {tr} (library, bilinear)": probs(at(ev), [tr]),
+                f"@{ev} + resized to {tr}, bilinear": probs(at(ev), [tr]),
                 f"@{ev} + resized to {tr}, bicubic": (p_ev + probs(at(ev), transform=bicubic)) / 2,
-                f"@{ev} + cached @{tr}": (p_ev + p_tr) / 2,
+                f"@{ev} + cached @{tr} (library)": (p_ev + p_tr) / 2,
             }
             if args.extra:
                 views[f"@{ev} + cached @{args.extra}"] = (p_ev + probs(at(args.extra))) / 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from imgclf.errors import ImgclfError
-from imgclf.evaluate import tta_logits
+from imgclf.evaluate import tta_logits, view_sizes
 from imgclf.load import Augment, augment, epoch_size, resize_batch
 from imgclf.models import create_model, get_spec
 from imgclf.recipes import Recipe, build_optimizer, param_groups
@@ -74,17 +74,46 @@ def test_flip_tta_averages_probabilities():
         assert torch.equal(tta_logits(m, x, False), m(x))
 
 
-def test_tta_sizes_add_the_batch_resized_and_its_mirror():
+def test_tta_views_add_other_sizes_and_their_mirrors():
     torch.manual_seed(0)
     m = create_model("fastcnn-s", 2).eval()
-    x = torch.randn(4, 3, 72, 72)
+    x, other = torch.randn(4, 3, 72, 72), torch.randn(4, 3, 64, 64)
     with torch.no_grad():
-        p = tta_logits(m, x, True, [64]).softmax(1)
+        p = tta_logits(m, x, True, [64]).softmax(1)  # resized on the batch (runs before tta_decode)
         small = resize_batch(x, 64)
         views = [x, x.flip(3), small, small.flip(3)]
         assert torch.allclose(p, sum(m(v).softmax(1) for v in views) / 4, atol=1e-6)
         assert torch.allclose(tta_logits(m, x, False, [64]).softmax(1), (m(x).softmax(1) + m(small).softmax(1)) / 2,
                               atol=1e-6)
+        p = tta_logits(m, x, True, more=[other]).softmax(1)  # decoded at 64 px: given as is
+        views = [x, x.flip(3), other, other.flip(3)]
+        assert torch.allclose(p, sum(m(v).softmax(1) for v in views) / 4, atol=1e-6)
+
+
+def test_view_sizes_decode_for_new_runs_and_resize_for_old_ones():
+    assert view_sizes({"tta_sizes": [64], "tta_decode": True}) == ([64], [])
+    assert view_sizes({"tta_sizes": [64]}) == ([], [64])  # model.json written before tta_decode
+    assert view_sizes({}) == ([], [])
+
+
+def test_predict_logits_reads_the_views_beside_the_split(prepared):
+    from imgclf.cache import open_cache
+    from imgclf.evaluate import predict_logits
+    from imgclf.load import input_fn
+    from imgclf.manifest import load_dataset
+
+    ds = load_dataset(prepared.root)
+    big, small = open_cache(ds, 36, workers=1)["val"], open_cache(ds, 32, workers=1)["val"]
+    torch.manual_seed(0)
+    m = create_model("fastcnn-s", 2).eval()
+    f = input_fn(torch.device("cpu"), (0.5,) * 3, (0.25,) * 3, False)
+    got = predict_logits(m, big, f, torch.device("cpu"), "fp32", batch_size=3, tta=True, views=[small])
+    with torch.no_grad():
+        want = tta_logits(m, f(torch.from_numpy(np.array(big.images))), True,
+                          more=[f(torch.from_numpy(np.array(small.images)))])
+    assert np.allclose(got, want.numpy(), atol=1e-5)  # batch by batch, row for row
+    with pytest.raises(ImgclfError, match="other images"):
+        predict_logits(m, big, f, torch.device("cpu"), "fp32", views=[open_cache(ds, 32, workers=1)["test"]])
 
 
 def test_batches_with_index_name_the_rows_they_hold(prepared):
@@ -173,9 +202,9 @@ def test_fastcnn_trains_with_its_bundled_recipe(prepared, tmp_path):
     conf = json.loads((tmp_path / "a" / "config.json").read_text())
     assert conf["recipe"]["name"] == "fastcnn" and conf["recipe"]["label_smoothing"] > 0
     # trained at 96, evaluated (and later predicting) at 96 x eval_scale 1.125 = 108, averaged with
-    # the same image resized to 96 (tta_train_size), each with its mirror
+    # the same image decoded at 96 (tta_train_size), each with its mirror
     assert conf["model_meta"] == {**conf["model_meta"], "train_size": 96, "input_size": 108, "tta": True,
-                                  "tta_sizes": [96]}
+                                  "tta_sizes": [96], "tta_decode": True}
     strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
     assert strip(a.history) == strip(b.history) and a.metrics == b.metrics  # deterministic on CPU
     with open(tmp_path / "a" / "predictions.csv", newline="") as f:

@@ -12,36 +12,54 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from .cache import CachedSplit
 from .device import autocast
+from .errors import ImgclfError
 from .files import write_csv
 from .load import batches, resize_batch
 
 
 @torch.no_grad()
 def predict_logits(model, split: CachedSplit, to_input, device, precision: str, batch_size: int = 256,
-                   tta: bool = False, sizes: tuple[int, ...] | list[int] = ()) -> np.ndarray:
-    """Logits (N, classes) in float32 for a cached split, in stored order (see `tta_logits`)."""
+                   tta: bool = False, sizes: tuple[int, ...] | list[int] = (),
+                   views: tuple[CachedSplit, ...] | list[CachedSplit] = ()) -> np.ndarray:
+    """Logits (N, classes) in float32 for a cached split, in stored order (see `tta_logits`).
+    `views`: the same split cached at other sizes (`view_sizes`), read batch by batch beside it."""
+    for v in views:
+        if v.paths != split.paths:
+            raise ImgclfError("a test-time view's cache holds other images than the split it joins; "
+                              "re-run `imgclf prepare`")
     model.eval()
     out = []
-    for x, _ in batches(split, batch_size, shuffle=False):
+    for group in zip(*(batches(s, batch_size, shuffle=False) for s in (split, *views))):
         with autocast(device, precision):
-            out.append(tta_logits(model, to_input(x), tta, sizes).cpu())
+            x, *more = (to_input(xb) for xb, _ in group)
+            out.append(tta_logits(model, x, tta, sizes, more).cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
 
 
-def tta_logits(model, x: torch.Tensor, tta: bool, sizes: tuple[int, ...] | list[int] = ()) -> torch.Tensor:
-    """The model's float logits for a normalised batch. Test-time augmentation: `sizes` adds the
-    batch resized to each of these sizes, `tta` the mirror of every view; the result is then the
-    log of the views' mean softmax (so its softmax is the averaged probability, and losses stay
-    comparable with a single view's)."""
-    views = [x] + [resize_batch(x, s) for s in sizes]
+def tta_logits(model, x: torch.Tensor, tta: bool, sizes: tuple[int, ...] | list[int] = (),
+               more: tuple[torch.Tensor, ...] | list[torch.Tensor] = ()) -> torch.Tensor:
+    """The model's float logits for a normalised batch. Test-time augmentation: `more` adds the
+    same images decoded at other sizes, `sizes` the batch resized to each of these sizes, `tta` the
+    mirror of every view; the result is then the log of the views' mean softmax (so its softmax is
+    the averaged probability, and losses stay comparable with a single view's)."""
+    views = [x, *more] + [resize_batch(x, s) for s in sizes]
     if tta:
         views += [v.flip(3) for v in views]
     if len(views) == 1:
         return model(x).float()
     logp = torch.stack([model(v).float().log_softmax(1) for v in views])
     return torch.logsumexp(logp, 0) - math.log(len(views))
+
+
+def view_sizes(meta: dict) -> tuple[list[int], list[int]]:
+    """A run's extra test-time views as (sizes decoded from the image file, sizes the evaluation
+    batch is resized to). Runs record `tta_decode` since the views came from the file: resizing
+    the 72 px batch to 64 px blurs the view (+0.1 test points over flips alone at 64 px, against
+    +0.6 decoded; BENCHMARKS.md); older runs keep the resized views they were scored with."""
+    sizes = [int(s) for s in meta.get("tta_sizes", [])]
+    return (sizes, []) if meta.get("tta_decode") else ([], sizes)
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:

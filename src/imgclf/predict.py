@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .decode import IMAGE_EXTENSIONS, read_and_decode
+from .decode import IMAGE_EXTENSIONS, decode_image, read_file
 from .device import autocast, pick_device, resolve_precision
 from .errors import DecodeError, ImgclfError
-from .evaluate import tta_logits
+from .evaluate import tta_logits, view_sizes
 from .load import input_fn
 from .runfolder import load_model, read_config
 
@@ -43,18 +43,19 @@ def predict(run: Path | str, inputs: list[Path | str], batch_size: int = 64, dev
     model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     to_input = input_fn(dev, meta["mean"], meta["std"], channels_last)
     classes, size = meta["classes"], meta["input_size"]
+    decoded, resized = view_sizes(meta)  # each file is decoded at input_size and at the `decoded` sizes
     paths = expand_inputs(inputs)
     if not paths:
         raise ImgclfError("no image files found in the given paths")
     results: list[dict] = [{} for _ in paths]
-    pending: list[tuple[int, np.ndarray]] = []
+    pending: list[tuple[int, list[np.ndarray]]] = []  # (index, the file's image at each size)
 
     def flush():
         if not pending:
             return
-        x = torch.from_numpy(np.stack([a for _, a in pending]))
+        x, *more = (to_input(torch.from_numpy(np.stack(v))) for v in zip(*(a for _, a in pending)))
         with autocast(dev, precision):
-            logits = tta_logits(model, to_input(x), meta.get("tta", False), meta.get("tta_sizes", []))
+            logits = tta_logits(model, x, meta.get("tta", False), resized, more)
             probs = logits.softmax(1).cpu().numpy()
         for (i, _), p in zip(pending, probs):
             k = int(p.argmax())
@@ -64,7 +65,8 @@ def predict(run: Path | str, inputs: list[Path | str], batch_size: int = 64, dev
 
     for i, p in enumerate(paths):
         try:
-            pending.append((i, read_and_decode(p, size)))
+            data = read_file(p)
+            pending.append((i, [decode_image(data, s) for s in (size, *decoded)]))
         except DecodeError as e:
             results[i] = {"path": str(p), "class": "", "prob": None, "probs": {}, "error": str(e)}
         if len(pending) >= batch_size:

@@ -43,10 +43,12 @@ class Recipe:
     # zero borders make objects look smaller in training than in a clean test image; a slightly
     # larger test image compensates (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
     eval_scale: float = 1.0
-    # With eval_scale != 1: also predict at the training size (the evaluation image resized down on
-    # the batch) and average. The two sizes err on different images, so the pair is a small ensemble
-    # for twice the evaluation cost (fastcnn-s, same weights: +0.5 to +1.5 test points in six 80 px
-    # runs, ~+0.1 at 64 px where resizing blurs the view more than it counts; BENCHMARKS.md).
+    # With eval_scale != 1: also predict at the training size and average. The two sizes err on
+    # different images, so the pair is a small ensemble for twice the evaluation cost (fastcnn-s,
+    # same weights: +0.4 to +1.5 test points in three 80 px runs, +0.4 to +0.8 in three at 64 px;
+    # BENCHMARKS.md). The view is the file decoded at the training size (train's own cache, so no
+    # extra decode), not the evaluation image resized down: at 64 px that second resample blurs
+    # what counts and keeps only +0.1 of the gain.
     tta_train_size: bool = False
     ema: float | None = None  # evaluate an exponential moving average of the weights with this decay
     # Progressive resizing (fastai, FFCV): train the first half of the epochs at this fraction of the

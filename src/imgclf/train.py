@@ -20,7 +20,7 @@ import torch.nn as nn
 from .cache import CachedSplit, open_cache
 from .device import autocast, environment, keep_freed_memory, pick_device, resolve_precision
 from .errors import Diverged, ImgclfError, Interrupted
-from .evaluate import compute_metrics, loss_and_predictions, predict_logits, save_predictions
+from .evaluate import compute_metrics, loss_and_predictions, predict_logits, save_predictions, view_sizes
 from .files import prepare_out_dir, write_csv, write_json
 from .load import Augment, augment, batches, epoch_size, input_fn, resident, resize_batch
 from .manifest import load_dataset
@@ -122,11 +122,11 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     size = spec.check_size(cfg.size)
     # Evaluate (val, test, and later predict) at eval_scale x the training size: see Recipe.eval_scale.
     eval_size = round(size * recipe.eval_scale) if spec.sizes else size
-    # Extra sizes each evaluated batch is also resized to (Recipe.tta_train_size), recorded with the
-    # weights so that evaluate and predict see the same views.
+    # Extra sizes each evaluated image is also decoded at (Recipe.tta_train_size), recorded with the
+    # weights so that evaluate and predict see the same views (evaluate.view_sizes).
     tta_sizes = [size] if recipe.tta_train_size and eval_size != size and cfg.mode != "probe" else []
     meta = {**spec.meta(eval_size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.tta,
-            "tta_sizes": tta_sizes, "train_size": size}
+            "tta_sizes": tta_sizes, "tta_decode": True, "train_size": size}
     if resume:
         sweep_temp_files(run)
     else:
@@ -139,12 +139,13 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         })
 
     # --- data and model ------------------------------------------------------------------------
-    splits = open_cache(ds, size, workers=cfg.workers)
-    if eval_size != size:
-        splits = {**open_cache(ds, eval_size, workers=cfg.workers), "train": splits["train"]}
+    caches = {s: open_cache(ds, s, workers=cfg.workers) for s in sorted({size, eval_size, *tta_sizes})}
+    splits = {**caches[eval_size], "train": caches[size]["train"]}
     if len(splits["train"]) == 0:
         raise ImgclfError(f"{cfg.data} has no training images; re-run prepare with smaller --val/--test")
     splits = {k: resident(v, device) for k, v in splits.items()}  # GPU: whole splits in device memory
+    # The test-time views' images, the same val and test rows at the extra sizes
+    views = {k: [resident(caches[s][k], device) for s in tta_sizes] for k in ("val", "test")}
 
     torch.manual_seed(cfg.seed)  # model init stream
     model = create_model(cfg.model, len(ds.classes))
@@ -237,7 +238,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         # saved model's.
         last = epoch == cfg.epochs or budget.spent
         val_logits = predict_logits(ema_net or net, splits["val"], to_input, device, precision, cfg.eval_batch_size,
-                                    tta=recipe.tta, sizes=meta["tta_sizes"] if last else [])
+                                    tta=recipe.tta, views=views["val"] if last else [])
         val_loss, val_probs, _ = loss_and_predictions(val_logits, splits["val"].labels)
         val_acc = float((val_probs.argmax(1) == splits["val"].labels).mean()) if len(val_probs) else float("nan")
         history.append({
@@ -267,7 +268,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     metrics = None
     if cfg.evaluate_test:
         metrics = evaluate_model(net, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
-                                 cfg.eval_batch_size, to_input=to_input)
+                                 cfg.eval_batch_size, to_input=to_input, views=views["test"])
     seconds = time.perf_counter() - t_start
     write_status(run, "done", epoch=len(history), seconds=round(seconds, 3), stopped_by_budget=stopped_early)
     if cfg.report and cfg.evaluate_test:
@@ -380,13 +381,14 @@ def _scheduler(optimizer, schedule: str, total_steps: int, warmup: float = 0.2):
 
 
 def evaluate_model(model, meta, split: CachedSplit, split_name: str, run: Path, device, precision: str,
-                   channels_last: bool, batch_size: int = 256, to_input=None) -> dict:
-    """Metrics on one split; writes metrics(.json), predictions and the confusion matrix PNG."""
+                   channels_last: bool, batch_size: int = 256, to_input=None, views=()) -> dict:
+    """Metrics on one split; writes metrics(.json), predictions and the confusion matrix PNG.
+    `views`: the split cached at the run's decoded test-time sizes (`view_sizes`)."""
     to_input = to_input or input_fn(device, meta["mean"], meta["std"], channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
     logits = predict_logits(model, split, to_input, device, precision, batch_size, tta=meta.get("tta", False),
-                            sizes=meta.get("tta_sizes", []))
+                            sizes=view_sizes(meta)[1], views=views)
     loss, probs, losses = loss_and_predictions(logits, split.labels)
     pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
     metrics = {"split": split_name, "loss": loss, **compute_metrics(split.labels, pred, meta["classes"])}
@@ -412,8 +414,10 @@ def evaluate_run(run: Path | str, split: str = "test", data: Path | str | None =
         raise ImgclfError(f"dataset classes {ds.classes} differ from the run's {meta['classes']}")
     ds.split_rows(split)  # validates the split name
     cached = open_cache(ds, meta["input_size"])[split]
+    views = [open_cache(ds, s)[split] for s in view_sizes(meta)[0]]
     precision = resolve_precision(cfg.get("precision", "auto"), dev)
-    return evaluate_model(model, meta, cached, split, run, dev, precision, cfg.get("channels_last", True))
+    return evaluate_model(model, meta, cached, split, run, dev, precision, cfg.get("channels_last", True),
+                          views=views)
 
 
 def config_from_run(run: Path | str) -> TrainConfig:
