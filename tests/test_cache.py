@@ -68,3 +68,22 @@ def test_cache_refuses_when_disk_too_small(prepared, monkeypatch):
     with pytest.raises(ImgclfError, match="MiB free"):
         open_cache(prepared, 64, workers=1)
     assert not list((prepared.root / "cache").glob("*"))
+
+
+def test_a_split_held_as_a_tensor_yields_the_same_batches(prepared):
+    """On a GPU `resident` turns a split's memmap into a device tensor and `batches` gathers on the
+    device; CI has no GPU, so the same branch runs here on a CPU tensor: identical batches."""
+    import torch
+
+    from imgclf.cache import CachedSplit
+    from imgclf.load import batches, resident
+
+    split = open_cache(prepared, 16, workers=1)["train"]
+    assert resident(split, torch.device("cpu")) is split  # CPU: stays memory-mapped
+    held = CachedSplit(torch.from_numpy(np.array(split.images)), split.labels, split.paths)
+    for kw in ({"shuffle": False}, {"shuffle": True, "drop_last": True}):
+        got = [list(batches(s, 7, generator=torch.Generator().manual_seed(3), with_index=True, **kw))
+               for s in (split, held)]
+        assert len(got[0]) == len(got[1]) > 1
+        for a, b in zip(*got):
+            assert all(torch.equal(u, v) for u, v in zip(a, b))
