@@ -61,6 +61,12 @@ def test_shifts_move_whole_images_and_fill_with_zeros():
     assert all(int((img > 0).sum()) == 3 for img in y)  # nothing else appears
     z = augment(x, Augment(hflip=False, translate=0.25), torch.Generator().manual_seed(0))
     assert torch.equal(y, z)  # seeded: the same shifts again
+    # real content, not square: every output is exactly one window of the zero-padded image
+    x = torch.randint(1, 256, (16, 12, 20, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    y = augment(x, Augment(hflip=False, translate=0.25), g)  # p = round(0.25 * 12) = 3
+    padded = torch.nn.functional.pad(x, (0, 0, 3, 3, 3, 3))
+    for img, src in zip(y, padded):
+        assert sum(torch.equal(img, src[dy:dy + 12, dx:dx + 20]) for dy in range(7) for dx in range(7)) == 1
 
 
 def test_flip_tta_averages_probabilities():
