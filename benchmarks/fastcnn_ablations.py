@@ -112,5 +112,6 @@ def _rescore(run: Path, tta: bool, size: int | None, sizes: list[int] | None) ->
                             views=[open_cache(ds, s)["test"] for s in decoded])
     return float((logits.argmax(1) == split.labels).mean())
 
+
 if __name__ == "__main__":
     main()
