@@ -1,19 +1,21 @@
 """Test-time views, rescored on the weights of finished runs: which sizes and mirrors to average.
 
-    python benchmarks/tta_views.py RUN [RUN ...] [--extra 72]
+    python benchmarks/tta_views.py RUN [RUN ...] [--extra 72] [--sets 1.125+1,1.125+1+1.25]
 
 Each RUN is an `imgclf train` run folder of a model that takes any size (fastcnn). For every run
 and split (val, test) it prints the accuracy of: flip TTA at the evaluation size (the run's
 input size), at the training size, both averaged with the second view decoded from its own cache
-(what the library does, `Recipe.tta_train_size`) or resized down from the evaluation image on the
-batch (antialiased bilinear, what runs before `tta_decode` do, or bicubic), and, with --extra, the
-evaluation size averaged with another cached size. The weights are fixed, so the differences are
+(`Recipe.tta_scales` 1.0) or resized down from the evaluation image on the batch (antialiased
+bilinear, what runs before `tta_decode` do, or bicubic); with --extra, the evaluation size averaged
+with another cached size; with --sets, each set of cached sizes (multiples of the training size,
+so that runs at 64 and 160 px read alike) averaged. The weights are fixed, so the differences are
 the views' alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--extra", type=int, help="a further cached size to average with the evaluation size")
+    ap.add_argument("--sets", default="", help="sets of cached sizes to average, as multiples of the training "
+                    "size joined by +, comma-separated: 1.125+1,1.125+1+1.25")
     args = ap.parse_args()
 
     import torch
@@ -62,16 +66,20 @@ def main() -> None:
         for name in ("val", "test"):
             at = lambda size: open_cache(ds, size)[name]  # noqa: E731
             y = torch.from_numpy(at(ev).labels)
-            p_ev, p_tr = probs(at(ev)), probs(at(tr))
+            cached = functools.cache(lambda size: probs(at(size)))  # each size scored once per split
+            p_ev, p_tr = cached(ev), cached(tr)
             views = {
                 f"flip @{ev}": p_ev,
                 f"flip @{tr}": p_tr,
                 f"@{ev} + resized to {tr}, bilinear": probs(at(ev), [tr]),
                 f"@{ev} + resized to {tr}, bicubic": (p_ev + probs(at(ev), transform=bicubic)) / 2,
-                f"@{ev} + cached @{tr} (library)": (p_ev + p_tr) / 2,
+                f"@{ev} + cached @{tr}": (p_ev + p_tr) / 2,
             }
             if args.extra:
-                views[f"@{ev} + cached @{args.extra}"] = (p_ev + probs(at(args.extra))) / 2
+                views[f"@{ev} + cached @{args.extra}"] = (p_ev + cached(args.extra)) / 2
+            for scales in filter(None, args.sets.split(",")):
+                sizes = [round(tr * float(k)) for k in scales.split("+")]
+                views[f"cached @{'+'.join(map(str, sizes))}"] = sum(map(cached, sizes)) / len(sizes)
             base = float((p_ev.argmax(1) == y).float().mean())
             for label, p in views.items():
                 acc = float((p.argmax(1) == y).float().mean())

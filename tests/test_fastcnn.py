@@ -12,7 +12,7 @@ from imgclf.errors import ImgclfError
 from imgclf.evaluate import tta_logits, view_sizes
 from imgclf.load import Augment, augment, epoch_size, resize_batch
 from imgclf.models import create_model, get_spec
-from imgclf.recipes import Recipe, build_optimizer, param_groups
+from imgclf.recipes import Recipe, build_optimizer, eval_sizes, param_groups, recipe_from_dict
 from imgclf.train import TrainConfig, train
 
 
@@ -43,10 +43,22 @@ def test_weight_decay_skips_norm_and_bias():
 
 @pytest.mark.parametrize("bad, msg", [(dict(label_smoothing=1.0), "label_smoothing"), (dict(warmup=1.5), "warmup"),
                                       (dict(translate=-0.1), "translate"), (dict(ema=1.0), "ema"),
-                                      (dict(eval_scale=3), "eval_scale"), (dict(progressive=1.0), "progressive")])
+                                      (dict(eval_scale=3), "eval_scale"), (dict(progressive=1.0), "progressive"),
+                                      (dict(tta_scales=(1.0, 3.0)), "tta_scales"), (dict(tta_scales=1.25), "tta_scales")])
 def test_recipe_rejects_bad_new_fields(bad, msg):
     with pytest.raises(ImgclfError, match=msg):
         Recipe("x", "sgd", lr=0.1, **bad).validate()
+
+
+def test_eval_sizes_are_the_scaled_views_without_repeats():
+    r = Recipe("x", "sgd", lr=0.1, eval_scale=1.125, tta_scales=(1.0, 1.25, 1.125, 1.0))
+    assert eval_sizes(r, 64) == (72, [64, 80])  # 1.125 is the evaluation size itself, 1.0 listed once
+    assert eval_sizes(r, 224, any_size=False) == (224, [])  # a fixed-size model: one size
+    assert eval_sizes(Recipe("x", "sgd", lr=0.1), 96) == (96, [])
+    # a run saved before tta_scales: its recipe said tta_train_size, which was the training size alone
+    old = {**r.to_dict(), "tta_train_size": True}
+    del old["tta_scales"]
+    assert recipe_from_dict(old).tta_scales == (1.0,) and recipe_from_dict(r.to_dict()) == r
 
 
 def test_shifts_move_whole_images_and_fill_with_zeros():
@@ -208,9 +220,9 @@ def test_fastcnn_trains_with_its_bundled_recipe(prepared, tmp_path):
     conf = json.loads((tmp_path / "a" / "config.json").read_text())
     assert conf["recipe"]["name"] == "fastcnn" and conf["recipe"]["label_smoothing"] > 0
     # trained at 96, evaluated (and later predicting) at 96 x eval_scale 1.125 = 108, averaged with
-    # the same image decoded at 96 (tta_train_size), each with its mirror
+    # the same image decoded at 96 and 120 (tta_scales 1 and 1.25), each with its mirror
     assert conf["model_meta"] == {**conf["model_meta"], "train_size": 96, "input_size": 108, "tta": True,
-                                  "tta_sizes": [96], "tta_decode": True}
+                                  "tta_sizes": [96, 120], "tta_decode": True}
     strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
     assert strip(a.history) == strip(b.history) and a.metrics == b.metrics  # deterministic on CPU
     with open(tmp_path / "a" / "predictions.csv", newline="") as f:

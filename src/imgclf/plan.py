@@ -27,6 +27,7 @@ from .device import autocast
 from .errors import ImgclfError
 from .models import create_model, get_spec
 from .progress import console
+from .recipes import eval_sizes
 
 DEFAULT_MODEL = "fastcnn-s"  # with no --model but a fixed --epochs: nothing to plan
 DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
@@ -80,6 +81,12 @@ def measure_rate(model_name: str, size: int, batch_size: int, device, precision:
     return n * batch_size / (time.perf_counter() - t0)
 
 
+def _cache_sizes(recipe, size: int) -> set[int]:
+    """The sizes a run at `size` trains and evaluates at, each a decoded cache."""
+    eval_size, more = eval_sizes(recipe, size)
+    return {size, eval_size, *more}
+
+
 def _sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -101,20 +108,23 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
     rows = []
     choice = None
 
-    def costs(recipe, rate):  # seconds per epoch (train + val pass) and for the test pass (+ the last val's views)
-        passes = 2 if recipe.tta else 1
-        sizes = 2 if recipe.tta_train_size and recipe.eval_scale != 1 else 1  # the last passes only (train.py)
-        return (n_train / rate + n_val * passes / (rate * EVAL_SPEEDUP),
-                (n_test * sizes + n_val * (sizes - 1)) * passes / (rate * EVAL_SPEEDUP))
+    def costs(recipe, size, rate):  # seconds per epoch (train + val pass) and for the test pass
+        flips = 2 if recipe.tta else 1
+        eval_size, more = eval_sizes(recipe, size)
+
+        def view_s(s):  # one image, one view at s px: inference ~EVAL_SPEEDUP x the training rate, per pixel
+            return flips * (s / size) ** 2 / (rate * EVAL_SPEEDUP)
+
+        extra_s = sum(map(view_s, more))  # the extra views join the last val pass and the test pass (train.py)
+        return n_train / rate + n_val * view_s(eval_size), n_test * (view_s(eval_size) + extra_s) + n_val * extra_s
 
     for name, size, min_epochs in LADDER:
         recipe = cfg.recipe or get_spec(name).recipe
         left = budget - (time.perf_counter() - t_begin)
-        sizes = {size, round(size * recipe.eval_scale)}  # training and evaluation caches
-        cache_s = sum(len(ds.rows) / CACHE_RATE for s in sizes if not cache_dir(ds, s).is_dir())
+        cache_s = sum(len(ds.rows) / CACHE_RATE for s in _cache_sizes(recipe, size) if not cache_dir(ds, s).is_dir())
 
         def fit(rate):
-            epoch_s, test_s = costs(recipe, rate)
+            epoch_s, test_s = costs(recipe, size, rate)
             return math.floor((SAFETY * left - cache_s - test_s - TAIL_SECONDS) / epoch_s)
 
         if (name, size) == (ref_name, ref_size):
@@ -137,10 +147,10 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
             f"name a model and --epochs"
         )
     name, size, recipe, rate = choice
-    for s in (size, round(size * recipe.eval_scale)):  # build them now: what is left is then known
+    for s in _cache_sizes(recipe, size):  # build them now: what is left is then known
         open_cache(ds, s, workers=cfg.workers)
     left = budget - (time.perf_counter() - t_begin)
-    epoch_s, test_s = costs(recipe, rate)
+    epoch_s, test_s = costs(recipe, size, rate)
     epochs = max(1, min(MAX_EPOCHS, math.floor((SAFETY * left - test_s - TAIL_SECONDS) / epoch_s)))
     train_s = epochs * epoch_s
     # Hard stop: what is left minus the test pass and the tail; the plan aims well inside it.

@@ -43,13 +43,14 @@ class Recipe:
     # zero borders make objects look smaller in training than in a clean test image; a slightly
     # larger test image compensates (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
     eval_scale: float = 1.0
-    # With eval_scale != 1: also predict at the training size and average. The two sizes err on
-    # different images, so the pair is a small ensemble for twice the evaluation cost (fastcnn-s,
-    # same weights: +0.4 to +1.5 test points in three 80 px runs, +0.4 to +0.8 in three at 64 px;
-    # BENCHMARKS.md). The view is the file decoded at the training size (train's own cache, so no
-    # extra decode), not the evaluation image resized down: at 64 px that second resample blurs
-    # what counts and keeps only +0.1 of the gain.
-    tta_train_size: bool = False
+    # Further test-time views: each evaluated image also decoded at these multiples of the training
+    # size (models that take any size), every view's probabilities averaged. Sizes around eval_scale
+    # err on different images, so the views are a small ensemble from one set of weights, for one
+    # more evaluation pass each. fastcnn's (1.0, 1.25), with eval_scale 1.125: 1.0 gained +0.4 to
+    # +1.5 test points at 80 px and +0.4 to +0.8 at 64 px, 1.25 another +0.3 on average (9 of 10
+    # runs up, 64-160 px); BENCHMARKS.md. Decoded from the file (train's caches), not resized from the
+    # evaluation batch: at 64 px that second resample blurs what counts and keeps +0.1 of 1.0's gain.
+    tta_scales: tuple[float, ...] = ()
     ema: float | None = None  # evaluate an exponential moving average of the weights with this decay
     # Progressive resizing (fastai, FFCV): train the first half of the epochs at this fraction of the
     # size, then grow linearly to the full size by 85% of the epochs. Early epochs learn coarse
@@ -83,6 +84,10 @@ class Recipe:
                 raise ImgclfError(f"{where}: {key} must be in [{lo:g}, {hi:g}), got {v}")
         if not (isinstance(self.eval_scale, (int, float)) and 0.5 <= self.eval_scale <= 2):
             raise ImgclfError(f"{where}: eval_scale must be in [0.5, 2], got {self.eval_scale}")
+        scales = self.tta_scales
+        if not (isinstance(scales, tuple) and all(isinstance(k, (int, float)) and 0.5 <= k <= 2 for k in scales)):
+            raise ImgclfError(f"{where}: tta_scales must be a list of multiples of the training size in [0.5, 2], "
+                              f"such as [1.0, 1.25]; got {scales}")
         if self.progressive is not None and not 0.25 <= self.progressive < 1:
             raise ImgclfError(f"{where}: progressive must be a start fraction of the size in [0.25, 1), "
                               f"got {self.progressive}")
@@ -93,7 +98,18 @@ class Recipe:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas) if self.betas else None
+        d["tta_scales"] = list(self.tta_scales)
         return d
+
+
+def eval_sizes(recipe: Recipe, size: int, any_size: bool = True) -> tuple[int, list[int]]:
+    """(The evaluation size, the further sizes each evaluated image is decoded at) after training at
+    `size`; a model with a fixed input size (`any_size` False) is evaluated at that size alone."""
+    if not any_size:
+        return size, []
+    eval_size = round(size * recipe.eval_scale)
+    more = dict.fromkeys(round(size * k) for k in recipe.tta_scales)  # ordered, no repeats
+    return eval_size, [s for s in more if s != eval_size]
 
 
 # The tutorial's experiment. All four share the model, the initial weights, the split and the
@@ -220,8 +236,7 @@ def load_recipes(path: Path | str) -> list[Recipe]:
         unknown = set(item) - known
         if unknown:
             raise ImgclfError(f"{path}: recipe #{i + 1} has unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
-        if "betas" in item and item["betas"] is not None:
-            item["betas"] = tuple(item["betas"])
+        item = _tuples(item)
         try:
             r = replace(get_recipe(base), **item) if base else Recipe(**item)
         except TypeError as e:
@@ -234,7 +249,13 @@ def load_recipes(path: Path | str) -> list[Recipe]:
 
 
 def recipe_from_dict(d: dict) -> Recipe:
-    d = dict(d)
-    if d.get("betas") is not None:
-        d["betas"] = tuple(d["betas"])
+    """A recipe as saved in a run's config.json (runs from before `tta_scales` say `tta_train_size`)."""
+    d = _tuples(d)
+    if d.pop("tta_train_size", False):
+        d["tta_scales"] = (1.0,)
     return Recipe(**d)
+
+
+def _tuples(d: dict) -> dict:
+    """YAML and JSON give lists; the frozen Recipe keeps tuples."""
+    return {k: tuple(v) if k in ("betas", "tta_scales") and isinstance(v, list) else v for k, v in d.items()}

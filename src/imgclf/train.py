@@ -27,7 +27,7 @@ from .manifest import load_dataset
 from .models import create_model, get_spec
 from .plots import plot_confusion, plot_history
 from .progress import console, default_workers, make_progress
-from .recipes import PRESETS, Recipe, build_optimizer, param_groups, recipe_from_dict
+from .recipes import PRESETS, Recipe, build_optimizer, eval_sizes, param_groups, recipe_from_dict
 from .runfolder import load_checkpoint, read_config, save_checkpoint, save_weights, sweep_temp_files, write_status
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"]
@@ -121,10 +121,11 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     spec = get_spec(cfg.model)
     size = spec.check_size(cfg.size)
     # Evaluate (val, test, and later predict) at eval_scale x the training size: see Recipe.eval_scale.
-    eval_size = round(size * recipe.eval_scale) if spec.sizes else size
-    # Extra sizes each evaluated image is also decoded at (Recipe.tta_train_size), recorded with the
+    # Extra sizes each evaluated image is also decoded at (Recipe.tta_scales), recorded with the
     # weights so that evaluate and predict see the same views (evaluate.view_sizes).
-    tta_sizes = [size] if recipe.tta_train_size and eval_size != size and cfg.mode != "probe" else []
+    eval_size, tta_sizes = eval_sizes(recipe, size, bool(spec.sizes))
+    if cfg.mode == "probe":
+        tta_sizes = []
     meta = {**spec.meta(eval_size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.tta,
             "tta_sizes": tta_sizes, "tta_decode": True, "train_size": size}
     if resume:
