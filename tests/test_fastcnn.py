@@ -194,18 +194,18 @@ def test_progressive_sizes_grow_from_start_fraction_to_full_size():
 def test_progressive_training_feeds_the_scheduled_sizes(prepared, tmp_path, monkeypatch):
     import imgclf.train as train_mod
 
-    seen = []
+    seen = []  # the side of the cached images each epoch trains on
 
-    def spy(x, size):
-        seen.append(size)
-        return resize_batch(x, size)
+    def spy(model, split, *args, **kwargs):
+        seen.append(split.images.shape[1])
+        return real(model, split, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "resize_batch", spy)
+    real = train_mod._train_epoch
+    monkeypatch.setattr(train_mod, "_train_epoch", spy)
     recipe = replace(get_spec("fastcnn-s").recipe, batch_size=8, progressive=0.5)
-    r = train(TrainConfig(data=prepared.root, out=tmp_path / "p", model="fastcnn-s", recipe=recipe, epochs=4,
-                          workers=1, size=96))
-    steps = r.history[0]["steps"]
-    assert seen == [48] * 3 * steps + [80] * steps  # 48 px for half the epochs, then ramping to 96
+    train(TrainConfig(data=prepared.root, out=tmp_path / "p", model="fastcnn-s", recipe=recipe, epochs=4,
+                      workers=1, size=96))
+    assert seen == [48, 48, 48, 80]  # 48 px for half the epochs, then ramping to 96, each from its own cache
     assert json.loads((tmp_path / "p" / "config.json").read_text())["model_meta"]["input_size"] == 108
 
 

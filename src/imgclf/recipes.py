@@ -55,7 +55,8 @@ class Recipe:
     # Progressive resizing (fastai, FFCV): train the first half of the epochs at this fraction of the
     # size, then grow linearly to the full size by 85% of the epochs. Early epochs learn coarse
     # shapes just as well from small images, and the cost of a step grows with the square of the side.
-    # Measured on fastcnn-s (BENCHMARKS.md): no better per second than a fixed size, so off by default.
+    # Each size is read from a decoded cache of its own (train.py). Measured on fastcnn-s
+    # (BENCHMARKS.md): no better per second than a fixed size, so off by default.
     progressive: float | None = None
     description: str = ""
 

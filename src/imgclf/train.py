@@ -22,7 +22,7 @@ from .device import autocast, environment, keep_freed_memory, pick_device, resol
 from .errors import Diverged, ImgclfError, Interrupted
 from .evaluate import compute_metrics, loss_and_predictions, predict_logits, save_predictions, view_sizes
 from .files import prepare_out_dir, write_csv, write_json
-from .load import Augment, augment, batches, epoch_size, input_fn, resident, resize_batch
+from .load import Augment, augment, batches, epoch_size, input_fn, resident
 from .manifest import load_dataset
 from .models import create_model, get_spec
 from .plots import plot_confusion, plot_history
@@ -140,7 +140,11 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         })
 
     # --- data and model ------------------------------------------------------------------------
-    caches = {s: open_cache(ds, s, workers=cfg.workers) for s in sorted({size, eval_size, *tta_sizes})}
+    # Progressive resizing (Recipe.progressive): each epoch's training size is read from a cache of
+    # its own; resizing every batch down from the final size's cache cost a third of a 64 px epoch.
+    progressive = recipe.progressive if cfg.mode != "probe" else None
+    epoch_sizes = [epoch_size(size, e, cfg.epochs, progressive) for e in range(1, cfg.epochs + 1)]
+    caches = {s: open_cache(ds, s, workers=cfg.workers) for s in sorted({size, eval_size, *tta_sizes, *epoch_sizes})}
     splits = {**caches[eval_size], "train": caches[size]["train"]}
     if len(splits["train"]) == 0:
         raise ImgclfError(f"{cfg.data} has no training images; re-run prepare with smaller --val/--test")
@@ -190,6 +194,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         sides = torch.rand(n_train, generator=torch.Generator().manual_seed(cfg.seed + 3)) < 0.5
     torch.manual_seed(cfg.seed + 2)  # dropout stream, independent of the init above
     history: list[dict] = []
+    train_splits = {size: splits["train"]}  # by training size; more join as progressive resizing reaches them
 
     if resume and (run / "checkpoint.pt").is_file():  # else: killed before epoch 1 ended, start over
         state = load_checkpoint(run / "checkpoint.pt")
@@ -215,14 +220,16 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             steps=None if cfg.max_steps is None else cfg.max_steps - steps_done,
             deadline=None if cfg.max_seconds is None else t_start + cfg.max_seconds,
         )
-        tr_size = None if cfg.mode == "probe" else epoch_size(size, epoch, cfg.epochs, recipe.progressive)
-        desc = f"{recipe.name} {epoch}/{cfg.epochs}" + (f" {tr_size}px" if recipe.progressive else "")
+        tr_size = epoch_sizes[epoch - 1]
+        desc = f"{recipe.name} {epoch}/{cfg.epochs}" + (f" {tr_size}px" if progressive else "")
+        if tr_size not in train_splits:
+            train_splits[tr_size] = resident(caches[tr_size]["train"], device)
         try:
             tr_loss, tr_acc, steps = _train_epoch(
-                net, splits["train"], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
+                net, train_splits[tr_size], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                 order_gen, aug_gen, device, precision, desc, epoch, budget,
                 ema=(ema_net, recipe.ema, steps_done) if ema_net is not None else None,
-                drop_last=drop_last, size=tr_size, sides=sides,
+                drop_last=drop_last, sides=sides,
             )
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
@@ -297,14 +304,12 @@ class _Budget:
 
 def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                  order_gen, aug_gen, device, precision, desc, epoch, budget: _Budget,
-                 ema=None, drop_last: bool = False, size: int | None = None,
-                 sides: torch.Tensor | None = None) -> tuple[float, float, int]:
+                 ema=None, drop_last: bool = False, sides: torch.Tensor | None = None) -> tuple[float, float, int]:
     """One pass over the training split (or until the budget runs out): (loss, accuracy, steps).
 
     Loss/accuracy sums stay on the device until the bar refreshes, so batch-size-1 SGD is not
-    slowed by a host sync per step. `ema` = (averaged copy, decay, steps before this epoch); `size`:
-    resize batches to it (progressive resizing), None: as cached; `sides`: alternating flips, which
-    images are mirrored in odd epochs (the others in even ones)."""
+    slowed by a host sync per step. `ema` = (averaged copy, decay, steps before this epoch); `sides`:
+    alternating flips, which images are mirrored in odd epochs (the others in even ones)."""
     model.train()
     if ema is not None:
         ema_net, decay, steps_before = ema
@@ -320,8 +325,6 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
             if aug.active:
                 x = augment(x, aug, aug_gen, None if sides is None else sides[rows] ^ (epoch % 2 == 0))
             xb, yb = to_input(x), y.to(device, non_blocking=True)
-            if size is not None:
-                xb = resize_batch(xb, size)
             with autocast(device, precision):
                 logits = model(xb)
             loss = loss_fn(logits.float(), yb)
