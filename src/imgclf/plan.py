@@ -37,9 +37,12 @@ DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
 # 92.1%, and 160 px for 36 epochs 95.0%, where the wider fastcnn-m at 128 px for 35 epochs, at a
 # higher cost per epoch, reached 93.5%: input size buys more than width. So a bigger rung must
 # afford 25-30 epochs before it is worth taking. Rates here (2-core EPYC, bf16, batch 128, malloc
-# keeping freed memory): s@64 ~1,300 img/s, s@80 ~850, s@96 ~570, s@160 ~220.
+# keeping freed memory): s@64 ~1,300 img/s, s@80 ~850, s@96 ~570, s@160 ~220. At half that speed
+# (the same machine, shared: s@64 ~620, s@128 ~155, s@160 ~89) 30 minutes no longer afford 160 px,
+# and without the 128 px rung the plan fell to 96 px, capped at 40 epochs with 40% of the budget idle.
 LADDER = [
     ("fastcnn-s", 160, 30),
+    ("fastcnn-s", 128, 30),
     ("fastcnn-s", 96, 30),
     ("fastcnn-s", 80, 25),
     ("fastcnn-s", 64, 8),
