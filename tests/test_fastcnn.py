@@ -12,17 +12,22 @@ from imgclf.errors import ImgclfError
 from imgclf.evaluate import tta_logits, view_sizes
 from imgclf.load import Augment, augment, epoch_size, resize_batch
 from imgclf.models import create_model, get_spec
+from imgclf.models.fastcnn import grid_pixels
 from imgclf.recipes import Recipe, build_optimizer, eval_sizes, param_groups, recipe_from_dict
 from imgclf.train import TrainConfig, train
 
 
-@pytest.mark.parametrize("name", ["fastcnn-s", "fastcnn-m", "fastcnn-l"])
+@pytest.mark.parametrize("name", ["fastcnn-s", "fastcnn-m", "fastcnn-l", "fastcnn-s-p3", "fastcnn-s-p4"])
 def test_fastcnn_takes_every_listed_size(name):
     spec = get_spec(name)
     assert spec.recipe is not None and spec.recipe.validate()
     m = create_model(name, 3).eval()
     for size in spec.sizes:
         assert m(torch.randn(2, 3, size, size)).shape == (2, 3)
+    grid = {}  # the side of the grid the stages see (the stem's output), at the default size
+    m.features[2].register_forward_hook(lambda mod, inp, out: grid.setdefault("side", out.shape[-1]))
+    m(torch.randn(1, 3, spec.input_size, spec.input_size))
+    assert grid["side"] ** 2 == grid_pixels(name, spec.input_size)
     with pytest.raises(ImgclfError, match="--size 100"):
         spec.check_size(100)
     with pytest.raises(ImgclfError, match="only 224"):
@@ -248,7 +253,7 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
     import imgclf.plan as plan
 
     # Two cheap rungs, at most 3 epochs: this checks the mechanism; BENCHMARKS.md holds the real ladder's figures.
-    monkeypatch.setattr(plan, "LADDER", [("fastcnn-m", 96, 10_000), ("fastcnn-s", 160, 10_000), ("fastcnn-s", 64, 1)])
+    monkeypatch.setattr(plan, "LADDER", [("fastcnn-m", 96, 10_000), ("fastcnn-s", 160, 10_000), ("fastcnn-s-p3", 96, 1)])
     monkeypatch.setattr(plan, "MAX_EPOCHS", 3)
     probed = []
     real_measure = plan.measure_rate
@@ -261,12 +266,14 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
     assert conf["epochs"] == p["chosen"]["epochs"] >= 1 and conf["size"] == p["chosen"]["size"]
     assert all(m["train_img_per_s"] > 0 for m in p["measured"])
     assert [(m["model"], m["size"], m["rate"]) for m in p["measured"]] == [
-        ("fastcnn-m", 96, "measured"),  # another model: probed (it cannot fit 10k epochs)
-        ("fastcnn-s", 160, "estimated"),  # the same model as the cheapest rung: estimated from it, not probed
-        ("fastcnn-s", 64, "measured"),
+        ("fastcnn-m", 96, "measured"),  # other stages: probed (it cannot fit 10k epochs)
+        ("fastcnn-s", 160, "estimated"),  # the cheapest rung's stages: estimated from it, not probed
+        ("fastcnn-s-p3", 96, "measured"),
     ]
-    assert probed == [("fastcnn-s", 64), ("fastcnn-m", 96)]
-    assert conf["model"] == "fastcnn-s" and conf["epochs"] == 3 and conf["recipe"]["name"] == "fastcnn"
+    est = p["measured"][1]["train_img_per_s"]  # 160 px through a 2x2 stem: a 80x80 grid, 96 / 3 = 32 for the probe
+    assert est == pytest.approx(p["measured"][2]["train_img_per_s"] * 32**2 / 80**2, rel=0.01)
+    assert probed == [("fastcnn-s-p3", 96), ("fastcnn-m", 96)]
+    assert conf["model"] == "fastcnn-s-p3" and conf["epochs"] == 3 and conf["recipe"]["name"] == "fastcnn"
     assert r.status == "done" and len(r.history) == 3
     with pytest.raises(ImgclfError, match="seconds=0.5 is too short"):
         train(TrainConfig(data=prepared.root, out=tmp_path / "short", model="auto", max_seconds=0.5, workers=1))

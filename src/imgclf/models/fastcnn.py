@@ -1,4 +1,4 @@
-"""`fastcnn-s/m/l`: small from-scratch CNNs built for accuracy per second on a CPU (and fast on a GPU).
+"""`fastcnn-s/m/l` (and -p3/-p4 stems): small from-scratch CNNs built for accuracy per second on a CPU (and GPU).
 
 In the spirit of Keller Jordan's airbench (CIFAR-10 speedruns), resized for photos of pets:
 
@@ -8,7 +8,9 @@ In the spirit of Keller Jordan's airbench (CIFAR-10 speedruns), resized for phot
 
 Why each piece (measurements in BENCHMARKS.md, "fastcnn"):
 - Patchify stem: a 2x2/2 conv sees every pixel once; a 3x3 conv at full resolution would cost
-  about as much as the whole rest of the network.
+  about as much as the whole rest of the network. `-p3` / `-p4` take 3x3 / 4x4 patches instead: at
+  96 / 128 px the stages see the same 32x32 grid, at about the same cost, as the 2x2 stem at 64 px,
+  from 2.25x / 4x the pixels: +0.5 test points in the same seconds (BENCHMARKS.md, "The patch-3 stem").
 - Pool *after* each stage's first conv, as airbench does. Pooling first is 1.5x the images per
   second here but measured 1.3 points worse at equal epochs (88.4% vs 89.7%, fastcnn-s, 30 epochs).
 - BatchNorm after every conv, convs without bias (BN's shift makes a bias redundant).
@@ -29,12 +31,16 @@ from . import register_model
 
 # One place for every hyperparameter of the family and its recipe.
 VARIANTS = {
-    # name: (stem width, stage widths, convs per stage, default input size)
-    "fastcnn-s": (32, (64, 128, 256), 2, 64),
-    "fastcnn-m": (48, (96, 192, 384), 2, 96),
-    "fastcnn-l": (64, (128, 256, 512), 2, 128),
+    # name: (stem width, stage widths, convs per stage, stem patch, default input size)
+    "fastcnn-s": (32, (64, 128, 256), 2, 2, 64),
+    "fastcnn-m": (48, (96, 192, 384), 2, 2, 96),
+    "fastcnn-l": (64, (128, 256, 512), 2, 2, 128),
+    "fastcnn-s-p3": (32, (64, 128, 256), 2, 3, 96),
+    "fastcnn-s-p4": (32, (64, 128, 256), 2, 4, 128),
 }
-SIZES = (64, 80, 96, 128, 160)  # the input sizes the family is tuned and benchmarked at
+# The input sizes the family is tuned and benchmarked at (2x2 stem), and the sizes that give the
+# other stems the same grids after them
+SIZES = {p: tuple(s * p // 2 for s in (64, 80, 96, 128, 160)) for p in (2, 3, 4)}
 # Inputs scaled to about [-2, 2]. The stem conv feeds BatchNorm, so the input's scale only sets the
 # stem's effective learning rate (BN makes the layer scale-invariant: effective lr ~ lr / |W|^2).
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -72,9 +78,10 @@ RECIPE = Recipe(
 
 
 class FastCNN(nn.Module):
-    def __init__(self, num_classes: int, stem: int, widths: tuple[int, ...], depth: int):
+    def __init__(self, num_classes: int, stem: int, widths: tuple[int, ...], depth: int, patch: int = 2):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, stem, 2, stride=2, bias=False), nn.BatchNorm2d(stem), nn.GELU()]
+        layers: list[nn.Module] = [nn.Conv2d(3, stem, patch, stride=patch, bias=False), nn.BatchNorm2d(stem),
+                                   nn.GELU()]
         cin = stem
         for w in widths:
             layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.GELU()]
@@ -89,14 +96,20 @@ class FastCNN(nn.Module):
         return self.head(x)
 
 
-def _register(name: str, stem: int, widths: tuple[int, ...], depth: int, size: int) -> None:
-    sizes = "/".join(map(str, SIZES))
-    desc = f"from-scratch CNN, widths {'/'.join(map(str, widths))}, default {size} px (takes {sizes})"
+def _register(name: str, stem: int, widths: tuple[int, ...], depth: int, patch: int, size: int) -> None:
+    sizes = SIZES[patch]
+    desc = (f"from-scratch CNN, {patch}x{patch} patch stem, widths {'/'.join(map(str, widths))}, default {size} px "
+            f"(takes {'/'.join(map(str, sizes))})")
 
-    @register_model(name, input_size=size, sizes=SIZES, recipe=RECIPE, description=desc, mean=MEAN, std=STD)
+    @register_model(name, input_size=size, sizes=sizes, recipe=RECIPE, description=desc, mean=MEAN, std=STD)
     def build(num_classes: int) -> nn.Module:
-        return FastCNN(num_classes, stem, widths, depth)
+        return FastCNN(num_classes, stem, widths, depth, patch)
 
 
-for _name, (_stem, _widths, _depth, _size) in VARIANTS.items():
-    _register(_name, _stem, _widths, _depth, _size)
+def grid_pixels(name: str, size: int) -> float:
+    """Pixels of the grid the stages see: what a fastcnn's cost grows with (rate ~ 1 / this, measured)."""
+    return (size / VARIANTS[name][3]) ** 2
+
+
+for _name, (_stem, _widths, _depth, _patch, _size) in VARIANTS.items():
+    _register(_name, _stem, _widths, _depth, _patch, _size)
