@@ -25,7 +25,7 @@ def test_fastcnn_takes_every_listed_size(name):
     for size in spec.sizes:
         assert m(torch.randn(2, 3, size, size)).shape == (2, 3)
     grid = {}  # the side of the grid the stages see (the stem's output), at the default size
-    m.features[2].register_forward_hook(lambda mod, inp, out: grid.setdefault("side", out.shape[-1]))
+    m.features[2].register_forward_hook(lambda mod, inp, out: grid.update(side=out.shape[-1]))  # None: output kept
     m(torch.randn(1, 3, spec.input_size, spec.input_size))
     assert grid["side"] ** 2 == grid_pixels(name, spec.input_size)
     with pytest.raises(ImgclfError, match="--size 100"):
