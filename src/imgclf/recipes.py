@@ -52,6 +52,9 @@ class Recipe:
     # evaluation batch: at 64 px that second resample blurs what counts and keeps +0.1 of 1.0's gain.
     tta_scales: tuple[float, ...] = ()
     ema: float | None = None  # evaluate an exponential moving average of the weights with this decay
+    # Muon for the convolution filters (muon.py), at this peak lr, under the same schedule; the
+    # other parameters keep the recipe's SGD settings. None: the optimizer alone. SGD only.
+    muon: float | None = None
     # Progressive resizing (fastai, FFCV): train the first half of the epochs at this fraction of the
     # size, then grow linearly to the full size by 85% of the epochs. Early epochs learn coarse
     # shapes just as well from small images, and the cost of a step grows with the square of the side.
@@ -92,6 +95,11 @@ class Recipe:
         if self.progressive is not None and not 0.25 <= self.progressive < 1:
             raise ImgclfError(f"{where}: progressive must be a start fraction of the size in [0.25, 1), "
                               f"got {self.progressive}")
+        if self.muon is not None and not (isinstance(self.muon, (int, float)) and 0 < self.muon < 1):
+            raise ImgclfError(f"{where}: muon must be the filters' lr in (0, 1) such as 0.05, got {self.muon}")
+        if self.muon is not None and self.optimizer.lower() != "sgd":
+            raise ImgclfError(f"{where}: muon goes with optimizer sgd (it runs the other parameters' SGD steps), "
+                              f"got '{self.optimizer}'; set muon: null to use {self.optimizer} for every parameter")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ImgclfError(f"{where}: ema must be a decay in (0, 1) such as 0.99, got {self.ema}")
         return self
@@ -159,14 +167,23 @@ def param_groups(recipe: Recipe, model: torch.nn.Module) -> list[dict]:
     Decaying a BN scale only shrinks the next layer's input, which the following BN undoes, so
     it fights the optimizer for nothing; biases are too few to overfit with."""
     params = [p for p in model.parameters() if p.requires_grad]
+    groups = []
+    filters = [p for p in params if p.ndim == 4] if recipe.muon else []
+    if filters:  # conv filters to Muon, at their own lr and a fixed norm instead of weight decay
+        groups.append({"params": filters, "lr": recipe.muon, "muon": True, "weight_decay": 0.0})
+        params = [p for p in params if p.ndim != 4]
     if recipe.decay_norm_bias or recipe.weight_decay == 0:
-        return [{"params": params}]
-    return [{"params": [p for p in params if p.ndim > 1]},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+        return groups + [{"params": params}]
+    return groups + [{"params": [p for p in params if p.ndim > 1]},
+                     {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     """Instantiate the recipe's torch.optim class with just the arguments it sets."""
+    if recipe.muon:
+        from .muon import MuonSGD
+
+        return MuonSGD(params, recipe.lr, recipe.momentum or 0.0, bool(recipe.nesterov), recipe.weight_decay)
     cls = optimizer_class(recipe.optimizer, f"recipe '{recipe.name}'")
     kwargs = {"lr": recipe.lr, "weight_decay": recipe.weight_decay}
     if recipe.momentum is not None:
