@@ -26,11 +26,13 @@ VARIANTS = {
     "bundled": ("the bundled recipe", {}),
     "no-label-smoothing": ("label_smoothing 0.1 -> 0", {"label_smoothing": 0.0}),
     "no-shifts": ("translate 1/16 -> 0 (flips only)", {"translate": 0.0}),
+    "no-muon": ("Muon for the filters -> nesterov SGD for all (weight decay on)", {"muon": None}),
     "momentum": ("nesterov -> plain momentum", {"nesterov": False}),
     "decay-bn-bias": ("weight decay on BN and biases too", {"decay_norm_bias": True}),
     "cosine": ("one-cycle -> cosine decay, no warm-up", {"schedule": "cosine"}),
     "adam": ("SGD -> Adam lr 1e-3 (the tutorial's best preset), same schedule", {"optimizer": "adam", "lr": 1e-3,
-                                                                              "momentum": None, "nesterov": None}),
+                                                                              "momentum": None, "nesterov": None,
+                                                                              "muon": None}),
     "ema": ("evaluate an EMA of the weights (decay 0.99 per step)", {"ema": 0.99}),
 }
 

@@ -28,7 +28,7 @@ from .errors import ImgclfError
 from .models import create_model, get_spec
 from .models.fastcnn import VARIANTS, grid_pixels
 from .progress import console
-from .recipes import eval_sizes
+from .recipes import build_optimizer, eval_sizes, param_groups
 
 DEFAULT_MODEL = "fastcnn-s"  # with no --model but a fixed --epochs: nothing to plan
 DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
@@ -62,14 +62,15 @@ CACHE_RATE = 2500.0  # img/s to budget for a cache build when choosing a rung (m
 TAIL_SECONDS = 6.0
 
 
-def measure_rate(model_name: str, size: int, batch_size: int, device, precision: str, seconds: float = 1.0) -> float:
-    """Training images per second of one model at one size: two warm-up steps, then `seconds` of steps."""
+def measure_rate(model_name: str, size: int, recipe, device, precision: str, seconds: float = 1.0) -> float:
+    """Training images per second of one model at one size with the recipe's batch size and
+    optimizer (Muon's orthogonalisation costs ~10% of a step): two warm-up steps, then `seconds` of steps."""
     torch.manual_seed(0)
     fmt = torch.channels_last
     model = create_model(model_name, 2).to(device, memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 2, (batch_size,), device=device)
+    opt = build_optimizer(recipe, param_groups(recipe, model))
+    x = torch.randn(recipe.batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 2, (recipe.batch_size,), device=device)
 
     def step():
         with autocast(device, precision):
@@ -86,7 +87,7 @@ def measure_rate(model_name: str, size: int, batch_size: int, device, precision:
         step()
         n += 1
     _sync(device)
-    return n * batch_size / (time.perf_counter() - t0)
+    return n * recipe.batch_size / (time.perf_counter() - t0)
 
 
 def _cache_sizes(recipe, size: int) -> set[int]:
@@ -117,8 +118,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
     budget = cfg.max_seconds or DEFAULT_SECONDS
     n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
     ref_name, ref_size, _ = LADDER[-1]
-    ref_batch = (cfg.recipe or get_spec(ref_name).recipe).batch_size
-    ref_rate = measure_rate(ref_name, ref_size, ref_batch, device, precision)
+    ref_rate = measure_rate(ref_name, ref_size, cfg.recipe or get_spec(ref_name).recipe, device, precision)
     rows = []
     choice = None
 
@@ -147,7 +147,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
         elif _same_stages(name, ref_name) and fit(est) < 0.8 * min_epochs:
             rate, how = est, "estimated"  # out of reach even so: no probe
         else:
-            rate, how = measure_rate(name, size, recipe.batch_size, device, precision), "measured"
+            rate, how = measure_rate(name, size, recipe, device, precision), "measured"
         fits = fit(rate)
         rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "rate": how,
                      "epochs_fit": fits})

@@ -58,6 +58,12 @@ RECIPE = Recipe(
     drop_last=True,
     momentum=0.9,
     nesterov=True,  # plain momentum: -1.5 points, at no cost either way
+    # Muon for the conv filters (muon.py): orthogonalised updates at a fixed filter norm, lr 0.05
+    # under the same one-cycle schedule (0.03 / 0.05 / 0.1 gave 94.9 / 94.5 / 94.2%: flat). The
+    # biggest single gain measured: +3.2 test / +3.4 val points over SGD for every parameter
+    # (fastcnn-s-p3, 96 px, 25 epochs, four seeds, each up), for 5-10% more seconds per epoch.
+    muon=0.05,
+    # (measured before Muon, which keeps the filters at a fixed norm instead: now the head's only)
     weight_decay=5e-4,  # 1e-3: +0.28 test / +0.19 val over six 26-epoch seeds, noise
     decay_norm_bias=False,  # decaying BN scales and biases too: -0.9 points (they set scale, not capacity)
     schedule="onecycle",  # warm-up matters: cosine decay from lr 0.05 without it: -20 points
@@ -73,7 +79,8 @@ RECIPE = Recipe(
     # progressive resizing: 64 -> 96 px 91.6% in 326 s vs 91.1% in 255 s at a fixed 80 px; 48 -> 80 px
     # from caches, 90.66% vs 90.68% (six seeds) at a fixed 64 px for the same cost
     progressive=None,
-    description="fastcnn's bundled recipe: one-cycle nesterov SGD, label smoothing, flips + shifts, flip TTA",
+    description="fastcnn's bundled recipe: one-cycle Muon (filters) + nesterov SGD, label smoothing, flips + shifts, "
+                "test-time views",
 )
 
 
