@@ -37,7 +37,8 @@ DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
 # about the same time, 64 px saturates near 90.4% by 40 epochs, 80 px for 30 epochs reached
 # 92.1%, and 160 px for 36 epochs 95.0%, where the wider fastcnn-m at 128 px for 35 epochs, at a
 # higher cost per epoch, reached 93.5%: input size buys more than width. So a bigger rung must
-# afford 25-30 epochs before it is worth taking. Rates here (2-core EPYC, bf16, batch 128, malloc
+# afford 25-30 epochs before it is worth taking (measured with SGD; with Muon the 120 px rung
+# below needs fewer, and the upper rungs' 30 is untested). Rates here (2-core EPYC, bf16, batch 128, malloc
 # keeping freed memory): s@64 ~1,300 img/s, s@80 ~850, s@96 ~570, s@160 ~220. At half that speed
 # (the same machine, shared: s@64 ~620, s@128 ~155, s@160 ~89) 30 minutes no longer afford 160 px,
 # and without the 128 px rung the plan fell to 96 px, capped at 40 epochs with 40% of the budget idle.
@@ -45,7 +46,11 @@ LADDER = [
     ("fastcnn-s", 160, 30),
     ("fastcnn-s", 128, 30),
     ("fastcnn-s", 96, 30),
-    ("fastcnn-s", 80, 25),
+    # The patch-3 stem at 120 px costs what the 2x2 stem does at 80 px (a 40x40 grid after it) and
+    # beat it by +0.2 / +0.4 test points at 31-32 epochs (SGD, two seeds). With Muon a bigger size
+    # pays with fewer epochs than SGD needed: 13 / 16 epochs here beat 22 / 25 at 96 px in the same
+    # seconds (+0.2, +0.5, +0.9 test, three pairs), so this rung asks for 12.
+    ("fastcnn-s-p3", 120, 12),
     # The cheapest rung, where a budget affords few pixels: the patch-3 stem at 96 px costs what the
     # 2x2 stem does at 64 px (the same 32x32 grid after it): +0.5 test points in the same seconds.
     ("fastcnn-s-p3", 96, 8),
