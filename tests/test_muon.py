@@ -62,12 +62,12 @@ def test_recipe_routes_conv_filters_to_muon():
     r = Recipe("x", "sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, decay_norm_bias=False,
                muon=0.04).validate()
     groups = param_groups(r, m)
-    assert [g.get("muon", False) for g in groups] == [True, False, False]
-    assert all(p.ndim == 4 for p in groups[0]["params"]) and groups[0]["lr"] == 0.04
-    assert [p.ndim for p in groups[1]["params"]] == [2]  # the head keeps SGD with decay
+    assert [g.get("muon", False) for g in groups] == [False, False, True]
+    assert all(p.ndim == 4 for p in groups[2]["params"]) and groups[2]["lr"] == 0.04
+    assert [p.ndim for p in groups[0]["params"]] == [2]  # the head keeps SGD with decay
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
     opt = build_optimizer(r, groups)
-    assert isinstance(opt, MuonSGD) and opt.param_groups[1]["lr"] == 0.05 and opt.param_groups[1]["weight_decay"] == 5e-4
+    assert isinstance(opt, MuonSGD) and opt.param_groups[0]["lr"] == 0.05 and opt.param_groups[0]["weight_decay"] == 5e-4
     # a head alone (linear probe) has no filters: no Muon group
     assert len(param_groups(r, torch.nn.Linear(4, 2))) == 2
 
@@ -76,3 +76,39 @@ def test_recipe_routes_conv_filters_to_muon():
 def test_muon_recipe_errors(bad, msg):
     with pytest.raises(ImgclfError, match=msg):
         Recipe("x", **{"optimizer": "sgd", "lr": 0.1, **bad}).validate()
+
+
+def test_training_with_muon_is_deterministic_and_resumes_exactly(prepared, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import imgclf.train as train_mod
+    from imgclf.errors import Interrupted
+    from imgclf.models import get_spec
+    from imgclf.train import TrainConfig, config_from_run, train
+
+    recipe = replace(get_spec("fastcnn-s").recipe, batch_size=8)  # the bundled recipe: Muon on
+    assert recipe.muon
+
+    def run(out):
+        return train(TrainConfig(data=prepared.root, out=tmp_path / out, model="fastcnn-s", recipe=recipe,
+                                 epochs=3, seed=1, workers=1))
+
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    full, again = run("full"), run("again")
+    assert strip(full.history) == strip(again.history) and full.metrics == again.metrics
+    assert full.history[-1]["train_loss"] < full.history[0]["train_loss"]
+
+    real_epoch, calls = train_mod._train_epoch, []
+
+    def ctrl_c_in_epoch_2(*a, **k):  # as if Ctrl-C came during the second epoch
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(train_mod, "_train_epoch", ctrl_c_in_epoch_2)
+    with pytest.raises(Interrupted):
+        run("part")
+    monkeypatch.setattr(train_mod, "_train_epoch", real_epoch)
+    resumed = train(config_from_run(tmp_path / "part"), resume=True)  # Muon's momentum from the checkpoint
+    assert strip(resumed.history) == strip(full.history) and resumed.metrics == full.metrics

@@ -63,6 +63,6 @@ class MuonSGD(torch.optim.Optimizer):
                 if muon:
                     # |W| = sqrt(out channels): each filter of unit norm on average, so a step of
                     # lr moves the bank by about lr of its size, whatever its shape
-                    p.mul_(len(p) ** 0.5 / p.norm())
+                    p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
                     g = orthogonalize(g, group["ns_steps"])
                 p.add_(g, alpha=-group["lr"])

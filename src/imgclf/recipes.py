@@ -167,15 +167,15 @@ def param_groups(recipe: Recipe, model: torch.nn.Module) -> list[dict]:
     Decaying a BN scale only shrinks the next layer's input, which the following BN undoes, so
     it fights the optimizer for nothing; biases are too few to overfit with."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = []
+    muon = []  # last, so that group 0 (whose lr the history records) runs at the recipe's lr
     filters = [p for p in params if p.ndim == 4] if recipe.muon else []
     if filters:  # conv filters to Muon, at their own lr and a fixed norm instead of weight decay
-        groups.append({"params": filters, "lr": recipe.muon, "muon": True, "weight_decay": 0.0})
+        muon = [{"params": filters, "lr": recipe.muon, "muon": True, "weight_decay": 0.0}]
         params = [p for p in params if p.ndim != 4]
     if recipe.decay_norm_bias or recipe.weight_decay == 0:
-        return groups + [{"params": params}]
-    return groups + [{"params": [p for p in params if p.ndim > 1]},
-                     {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+        return [{"params": params}] + muon
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}] + muon
 
 
 def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
