@@ -169,8 +169,8 @@ def param_groups(recipe: Recipe, model: torch.nn.Module) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
     muon = []  # last, so that group 0 (whose lr the history records) runs at the recipe's lr
     filters = [p for p in params if p.ndim == 4] if recipe.muon else []
-    if filters:  # conv filters to Muon, at their own lr and a fixed norm instead of weight decay
-        muon = [{"params": filters, "lr": recipe.muon, "muon": True, "weight_decay": 0.0}]
+    if filters:  # conv filters to Muon, at their own lr (MuonSGD keeps their norm fixed, never decays them)
+        muon = [{"params": filters, "lr": recipe.muon, "muon": True}]
         params = [p for p in params if p.ndim != 4]
     if recipe.decay_norm_bias or recipe.weight_decay == 0:
         return [{"params": params}] + muon
