@@ -18,6 +18,28 @@ def test_cache_round_trips_pixels_exactly(prepared):
         assert list(sp.labels) == prepared.labels(prepared.split_rows(name))
 
 
+@pytest.mark.parametrize("max_held", [64 << 20, 20_000])
+def test_mixed_sizes_round_trip_exactly(tmp_path, monkeypatch, max_held):
+    # Workers resize same-shaped images together and place the rest row by row; with a small
+    # `_MAX_HELD` they resize mid-chunk. Either way each row is what a direct decode gives.
+    from imgclf import cache
+    from imgclf.prepare import PrepareConfig, prepare
+
+    from conftest import COLORS, make_image
+
+    sizes = [(40, 32), (64, 48), (40, 32), (90, 90), (40, 32), (17, 23), (300, 200)]
+    for c in ("red", "blue"):
+        for i in range(14):
+            make_image(tmp_path / "src" / c / f"{c}_{i}.jpg", COLORS[c], size=sizes[i % len(sizes)], seed=i)
+        make_image(tmp_path / "src" / c / f"{c}_png.png", COLORS[c], size=(33, 31))
+    monkeypatch.setattr(cache, "_MAX_HELD", max_held)
+    ds = prepare(PrepareConfig(src=tmp_path / "src", out=tmp_path / "d", workers=1))
+    for size in (24, 48):
+        for sp in open_cache(ds, size, workers=1).values():
+            for i, path in enumerate(sp.paths):
+                assert np.array_equal(sp.images[i], read_and_decode(path, size)), (path, size)
+
+
 def test_cache_parallel_build_matches_serial(tmp_path, image_folder, monkeypatch):
     from imgclf.prepare import PrepareConfig, prepare
 
