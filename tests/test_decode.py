@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from imgclf.decode import MAX_PIXELS, decode_image, read_and_decode
+from imgclf.decode import MAX_PIXELS, check_image, decode_image, read_and_decode
 from imgclf.errors import DecodeError
 
 
@@ -163,6 +163,48 @@ def test_fuzz_mutated_bytes_never_raise_anything_else(base, edits, cut):
     except DecodeError:
         return
     assert a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8
+
+
+def _noise(w=64, h=48) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _rotated_exif() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif
+
+
+CHECK_SEEDS = [
+    encode(_noise(), "JPEG", quality=90),
+    encode(_noise(70, 33), "JPEG", progressive=True),
+    encode(_noise(), "JPEG", exif=_rotated_exif()),  # Pillow's path, width and height swapped
+    encode(_noise().convert("CMYK"), "JPEG"),
+    encode(_noise().convert("L"), "JPEG"),
+    encode(_noise(), "PNG"),
+]
+
+
+@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=st.sampled_from(CHECK_SEEDS),
+    edits=st.lists(st.tuples(st.integers(0, 20_000), st.integers(0, 255)), max_size=4),
+    cut=st.integers(0, 20_000),
+)
+def test_check_image_agrees_with_a_full_decode(base, edits, cut):
+    # prepare's check decodes JPEGs at 1/8 scale: it must accept and reject exactly what a full
+    # decode does, and give the size a full decode shows.
+    data = bytearray(base)
+    for pos, val in edits:
+        data[pos % len(data)] = val
+    data = bytes(data[: len(data) - cut % (len(data) // 4 + 1) if cut % 3 == 0 else len(data)])
+    try:
+        a = decode_image(data)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            check_image(data)
+        return
+    assert check_image(data) == (a.shape[1], a.shape[0])
 
 
 def test_permission_denied_is_a_rejection(tmp_path, monkeypatch):

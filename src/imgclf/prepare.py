@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .decode import decode_image, read_file
+from .decode import check_image, read_file
 from .errors import DecodeError, ImgclfError
 from .files import is_inside, prepare_out_dir, write_csv, write_json
 from .manifest import MANIFEST_COLUMNS, Dataset, load_dataset
@@ -48,17 +48,19 @@ class PrepareConfig:
 
 
 def check_file(path: Path) -> tuple[str, int, int, str, str]:
-    """Worker: read, hash and fully decode one file -> (path, width, height, sha256, reject reason)."""
+    """Worker: read, hash and decode one file -> (path, width, height, sha256, reject reason).
+
+    `check_image` decodes JPEGs at 1/8 scale, which rejects exactly what a full decode rejects."""
     try:
         data = read_file(path)
     except DecodeError as e:
         return str(path), 0, 0, "", str(e)
     sha = hashlib.sha256(data).hexdigest()
     try:
-        arr = decode_image(data)
+        width, height = check_image(data)
     except DecodeError as e:
         return str(path), 0, 0, sha, str(e)
-    return str(path), int(arr.shape[1]), int(arr.shape[0]), sha, ""
+    return str(path), width, height, sha, ""
 
 
 def prepare(cfg: PrepareConfig) -> Dataset:
