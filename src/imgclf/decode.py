@@ -178,7 +178,8 @@ def _has_exif(data: bytes) -> bool:
 
 def _exif_orientation(data: bytes) -> int:
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as im:
+            warnings.simplefilter("ignore")  # "Tag data larger than file" and such: not the user's concern
             return int(im.getexif().get(_EXIF_ORIENT, 1))
     except Exception:  # unreadable EXIF: Pillow's path decides
         return -1
