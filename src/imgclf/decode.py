@@ -1,8 +1,9 @@
 """Turn image bytes into an RGB uint8 array, or reject them with a one-line reason.
 
-This is the only place imgclf decodes pixels: prepare, the cache, show and predict all call
-`decode_image`, so a file is accepted or rejected the same way everywhere and the cache holds
-exactly what a direct decode gives.
+This is the only place imgclf decodes pixels: show and predict call `decode_image`, prepare
+`check_image` (the same path at 1/8 scale), the cache `decode_scaled` + `resize_batch` (the same
+path in two halves), so a file is accepted or rejected the same way everywhere and the cache
+holds exactly what a direct decode gives.
 
 Policy (documented in the README):
 - zero-byte, non-image, truncated or otherwise corrupt files are rejected (never half-decoded);
