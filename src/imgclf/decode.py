@@ -178,12 +178,13 @@ def _has_exif(data: bytes) -> bool:
 
 
 def _exif_orientation(data: bytes) -> int:
-    try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as im:
-            warnings.simplefilter("ignore")  # "Tag data larger than file" and such: not the user's concern
-            return int(im.getexif().get(_EXIF_ORIENT, 1))
-    except Exception:  # unreadable EXIF: Pillow's path decides
-        return -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Corrupt EXIF data" and such (opening reads EXIF): not the user's concern
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return int(im.getexif().get(_EXIF_ORIENT, 1))
+        except Exception:  # unreadable EXIF: Pillow's path decides
+            return -1
 
 
 def _decode_pillow(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
