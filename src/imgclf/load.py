@@ -109,22 +109,23 @@ def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator,
     `hflips`: which images to mirror (bool, one per image), instead of a coin per image."""
     b = x.shape[0]
     if aug.hflip:  # the coin flips come from the CPU generator: the same on every device
-        x = _pick(x, x.flip(2), torch.rand(b, generator=generator) < 0.5 if hflips is None else hflips)
+        x = _flip_some(x, 2, torch.rand(b, generator=generator) < 0.5 if hflips is None else hflips)
     if aug.vflip:
-        x = _pick(x, x.flip(1), torch.rand(b, generator=generator) < 0.5)
+        x = _flip_some(x, 1, torch.rand(b, generator=generator) < 0.5)
     p = round(aug.translate * x.shape[1])
     if p > 0:
         x = _shift(x, p, generator)
     return x
 
 
-def _pick(x: torch.Tensor, alt: torch.Tensor, use_alt: torch.Tensor) -> torch.Tensor:
-    """Image i of `alt` where use_alt[i], else of `x`. Whole images are stacked as blocks:
-    `torch.where` with a per-image mask ran element by element on uint8, 2.4 ms for 32 images
-    at 224 px against 0.45 ms (BENCHMARKS.md, "Training step"), the same pixels."""
+def _flip_some(x: torch.Tensor, dim: int, which: torch.Tensor) -> torch.Tensor:
+    """The NHWC batch with images `which` (bools) mirrored along `dim` (1: rows, 2: columns).
+    On a CPU only those images are flipped and the batch restacked as whole blocks: `torch.where`
+    with a per-image mask ran element by element on uint8, 2.4 ms for 32 images at 224 px against
+    ~0.5 ms (BENCHMARKS.md, "The input side of a step"), the same pixels."""
     if x.device.type != "cpu":  # on a GPU one kernel beats a Python loop over the batch
-        return torch.where(use_alt.to(x.device).view(-1, 1, 1, 1), alt, x)
-    return torch.stack([a if u else o for o, a, u in zip(x, alt, use_alt.tolist())])
+        return torch.where(which.to(x.device).view(-1, 1, 1, 1), x.flip(dim), x)
+    return torch.stack([img.flip(dim - 1) if w else img for img, w in zip(x, which.tolist())])
 
 
 def _shift(x: torch.Tensor, p: int, generator: torch.Generator) -> torch.Tensor:
