@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import RESIZE_METHOD, decode_scaled, read_file, resize_batch, timeout_handler
+from .decode import RESIZE_METHOD, decode_scaled, read_file, resize_into, timeout_handler
 from .errors import DecodeError, ImgclfError
 from .files import read_json, write_json
 from .manifest import Dataset
@@ -182,7 +182,7 @@ def _fill_chunk(job) -> str:
 
     Returns '' or a one-line error. Each image's bytes are re-hashed so a file edited since
     prepare is caught instead of silently cached. Images are decoded (DCT-downscaled) first and
-    resized afterwards, same-shaped ones in one call (`resize_batch`: 14 us an image instead of
+    resized afterwards, same-shaped ones in one call (`resize_into`: 14 us an image instead of
     33 at 64 px). The rows go into a local buffer, written with one pwrite: storing them through
     a shared memmap cost ~25 us per 64 px row in page faults, 10x the copy (BENCHMARKS.md, "Ingest").
     """
@@ -225,9 +225,9 @@ def _resize_pending(pending: dict[tuple, list], size: int, rows: np.ndarray) -> 
         ks = [k for k, _ in group]
         batch = np.stack([a for _, a in group])
         if ks[-1] - ks[0] == len(ks) - 1:  # consecutive rows (every image the same shape): in place
-            resize_batch(batch, size, rows[ks[0] : ks[-1] + 1])
+            resize_into(batch, size, rows[ks[0] : ks[-1] + 1])
         else:
             out = np.empty((len(ks), size, size, 3), dtype=np.uint8)
-            resize_batch(batch, size, out)
+            resize_into(batch, size, out)
             rows[ks] = out
     pending.clear()

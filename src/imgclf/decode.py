@@ -1,7 +1,7 @@
 """Turn image bytes into an RGB uint8 array, or reject them with a one-line reason.
 
 This is the only place imgclf decodes pixels: show and predict call `decode_image`, prepare
-`check_image` (the same path at 1/8 scale), the cache `decode_scaled` + `resize_batch` (the same
+`check_image` (the same path at 1/8 scale), the cache `decode_scaled` + `resize_into` (the same
 path in two halves), so a file is accepted or rejected the same way everywhere and the cache
 holds exactly what a direct decode gives.
 
@@ -55,7 +55,7 @@ def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
 
 def decode_scaled(data: bytes, size: int | None = None) -> np.ndarray:
     """`decode_image` without its final resize: JPEGs come out DCT-downscaled toward `size` (both
-    sides still >= size), other formats at full size. `resize_batch` finishes them, many
+    sides still >= size), other formats at full size. `resize_into` finishes them, many
     same-shaped images in one call (the cache's workers); `decode_image` one at a time."""
     return _decode(data, size)[0]
 
@@ -255,15 +255,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _resize(arr: np.ndarray, size: int) -> np.ndarray:
-    """One image through `resize_batch`."""
+    """One image through `resize_into`."""
     if arr.shape[0] == size and arr.shape[1] == size:
         return np.ascontiguousarray(arr)
     out = np.empty((1, size, size, 3), dtype=np.uint8)
-    resize_batch(arr[None], size, out)
+    resize_into(arr[None], size, out)
     return out[0]
 
 
-def resize_batch(batch: np.ndarray, size: int, out: np.ndarray) -> None:
+def resize_into(batch: np.ndarray, size: int, out: np.ndarray) -> None:
     """Squash (N, H, W, 3) uint8 images into `out`, (N, size, size, 3) C-contiguous: aspect not
     kept (as the tutorial and Keras do), antialiased bilinear.
 
