@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import functools
 import json
 import os
 import shutil
@@ -25,6 +26,9 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over `path`.
 
     A crash or a full disk at any point leaves either the old file or the new one, never half.
+    The file gets the permissions any file the user makes gets (0666 less the umask: mkstemp's
+    0600 would hide a shared report or model from a teammate or a web server), and the folder is
+    fsynced after the rename so the new name survives a power cut too.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,8 +37,10 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -43,6 +49,27 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask, read once: reading it means setting it, which is not thread-safe."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # platforms without directory handles (Windows): the rename is what they offer
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
