@@ -61,3 +61,28 @@ def shared_data() -> Path:
     if not (SHARED / "petimages").is_dir():
         pytest.skip("../shared/data is not beside this checkout")
     return SHARED
+
+
+def train_small_fastcnn(data: Path, out: Path, epochs: int = 3):
+    """fastcnn-s on a generated folder at 64 px: every test-time view of the bundled recipe (three
+    decoded sizes, each mirrored) in a run that trains in seconds."""
+    from dataclasses import replace
+
+    from imgclf.models import get_spec
+    from imgclf.train import TrainConfig, train
+
+    recipe = replace(get_spec("fastcnn-s").recipe, batch_size=8)
+    return train(TrainConfig(data=data, out=out, model="fastcnn-s", recipe=recipe, epochs=epochs, workers=1, size=64,
+                             precision="fp32"))
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A trained fastcnn run on a generated 3-class folder (module-scoped: it takes seconds)."""
+    from imgclf.prepare import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("small_run")
+    ds = prepare(PrepareConfig(src=make_folder(root / "src", classes=("red", "green", "blue"), n=20),
+                               out=root / "data", workers=1))
+    train_small_fastcnn(ds.root, root / "run")
+    return root / "run"

@@ -64,7 +64,7 @@ def test_cli_whole_workflow(tmp_path):
     assert [bool(r["error"]) for r in res] == [False, True, True]
     assert res[0]["class"] in ("red", "green", "blue") and 0 <= res[0]["prob"] <= 1
     p = imgclf("predict", run, tmp_path / "new", "--format", "csv")
-    assert p.returncode == 0 and p.stdout.splitlines()[0] == "path,class,prob,error"
+    assert p.returncode == 0 and p.stdout.splitlines()[0] == "path,class,prob,top_k,error"
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -89,12 +89,12 @@ def test_resize_matches_torch_interpolate(shape, size, monkeypatch):
     a = np.random.default_rng(size).integers(0, 256, (*shape, 3), dtype=np.uint8)
     x = torch.from_numpy(a[None]).permute(0, 3, 1, 2)
     ref = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].permute(1, 2, 0)
-    fast = decode._resize(a, size)
+    fast = decode.resize_image(a, size)
     assert fast.shape == (size, size, 3) and fast.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(fast, ref.numpy())
     monkeypatch.setattr(torch.ops.aten, "_upsample_bilinear2d_aa", None)  # no such overload: the fallback
     monkeypatch.setattr(torch.ops.aten, "upsample_bilinear2d", None)
-    np.testing.assert_array_equal(decode._resize(a, size), ref.numpy())
+    np.testing.assert_array_equal(decode.resize_image(a, size), ref.numpy())
 
 
 def test_png_named_jpg(tmp_path):

@@ -284,31 +284,69 @@ def predict(
     run: Path = typer.Argument(..., help="run folder written by `imgclf train`"),
     inputs: List[Path] = typer.Argument(..., help="image files or folders"),
     format: str = typer.Option("table", help="table|csv|json"),
+    top_k: int = typer.Option(1, "--top-k", help="also list the k most likely classes"),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto"),
 ):
-    """Print the predicted class and its probability for each image."""
+    """Print the predicted class and its probability for each image; exit 1 if none could be read."""
     from .predict import predict as run_predict
 
     if format not in ("table", "csv", "json"):
         raise ImgclfError(f"--format must be table, csv or json, got '{format}'")
-    res = run_predict(run, inputs, batch_size=batch_size, device=device)
+    res = run_predict(run, inputs, batch_size=batch_size, device=device, top_k=top_k)
     if format == "json":
         print(json.dumps(res, indent=2))
     elif format == "csv":
         import csv
 
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["path", "class", "prob", "error"])
+        w.writerow(["path", "class", "prob", "top_k", "error"])
         for r in res:
-            w.writerow([r["path"], r["class"], "" if r["prob"] is None else f"{r['prob']:.6f}", r["error"]])
+            w.writerow([r["path"], r["class"], "" if r["prob"] is None else f"{r['prob']:.6f}",
+                        " ".join(f"{c}:{p:.6f}" for c, p in r["top_k"]), r["error"]])
     else:
         rows = [[r["path"], r["class"] or "-", f"{r['prob']:.2%}" if r["prob"] is not None else "-",
-                 r["error"]] for r in res]
-        out_console.print(_table(f"predictions ({run})", ["path", "class", "prob", "error"], rows))
+                 ", ".join(f"{c} {p:.1%}" for c, p in r["top_k"][1:]), r["error"]] for r in res]
+        header = ["path", "class", "prob", f"next {top_k - 1}" if top_k > 1 else "", "error"]
+        out_console.print(_table(f"predictions ({run})", header, rows))
     bad = sum(1 for r in res if r["error"])
     if bad:
         console.print(f"[yellow]{bad} of {len(res)} files could not be read (see the error column)[/yellow]")
+    if bad == len(res):
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="run folder written by `imgclf train`"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder to write (default: RUN/export)"),
+    format: str = typer.Option("onnx", "--format", help="onnx | pt2 (torch.export)"),
+    views: str = typer.Option("all", help="test-time views in the graph: all (the run's) | mirror | none"),
+    opset: int = typer.Option(18, help="ONNX opset"),
+    dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--fixed-batch", help="any batch size, or batch 1"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="check against PyTorch fp32 on the test split"),
+    force: bool = typer.Option(False, "--force", help="replace an existing export folder"),
+):
+    """Export a run to ONNX (or .pt2) with its preprocessing written down, verified on its test split."""
+    from .export import MAX_ACCURACY_DELTA, MAX_FLIP_RATE, export as run_export
+
+    res = run_export(run, out, fmt=format, opset=opset, dynamic_batch=dynamic_batch, views=views, verify=verify,
+                     force=force)
+    out_console.print(f"wrote {res.path} and {res.sidecar}")
+    v = res.verification
+    if v:
+        run_acc = "-" if v["accuracy_run"] is None else f"{v['accuracy_run']:.2%} ({v['run_precision']})"
+        out_console.print(_table(
+            f"verification on the test split ({v['n']} images, decoded by imgclf)", ["check", "value", "limit"], [
+                ["top-1 flips vs PyTorch fp32", f"{v['flips']} ({v['flip_rate']:.2%})", f"<= {MAX_FLIP_RATE:.1%}"],
+                ["max probability difference", f"{v['max_prob_diff']:.2e}", ""],
+                ["accuracy, exported model", f"{v['accuracy_export']:.2%}", ""],
+                ["accuracy, PyTorch fp32", f"{v['accuracy_torch_fp32']:.2%}", ""],
+                ["accuracy, metrics.json", run_acc, ""],
+                [f"accuracy change vs {v['reference']}", f"{(v['accuracy_export'] - v['accuracy_reference']) * 100:+.2f} pt",
+                 f"<= {MAX_ACCURACY_DELTA * 100:.1f} pt"],
+            ]))
+        out_console.print("[green]verified[/green]: the exported model reproduces the run")
 
 
 @app.command()

@@ -50,7 +50,7 @@ def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
     Raises DecodeError with a short human reason for anything that is not a whole, sane image.
     """
     arr = decode_scaled(data, size)
-    return _resize(arr, size) if size else arr
+    return resize_image(arr, size) if size else arr
 
 
 def decode_scaled(data: bytes, size: int | None = None) -> np.ndarray:
@@ -254,8 +254,34 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _resize(arr: np.ndarray, size: int) -> np.ndarray:
-    """One image through `resize_into`."""
+def to_rgb_array(image) -> np.ndarray:
+    """An already decoded image (PIL image, or (H, W) / (H, W, 3|4) uint8 array) as an (H, W, 3)
+    uint8 RGB array, under the same policy as a file: EXIF orientation applied, alpha over white,
+    the pixel limit enforced. DecodeError otherwise."""
+    if isinstance(image, Image.Image):
+        w, h = image.size
+        if w * h > MAX_PIXELS:
+            raise DecodeError(f"image too large ({w}x{h} px > {MAX_PIXELS:,} px limit)")
+        if w <= 0 or h <= 0:
+            raise DecodeError(f"image has no pixels ({w}x{h})")
+        im, _ = _exif_transpose(image)
+        return np.asarray(_to_rgb(im), dtype=np.uint8)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise DecodeError(f"expected a uint8 array of pixels, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DecodeError(f"expected an (H, W, 3) RGB array, got shape {arr.shape}")
+    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+        raise DecodeError(f"image too large ({arr.shape[1]}x{arr.shape[0]} px > {MAX_PIXELS:,} px limit)")
+    if arr.shape[2] == 4:
+        return np.asarray(_to_rgb(Image.fromarray(np.ascontiguousarray(arr), "RGBA")), dtype=np.uint8)
+    return arr
+
+
+def resize_image(arr: np.ndarray, size: int) -> np.ndarray:
+    """One decoded (H, W, 3) uint8 image squash-resized to size x size, through `resize_into`."""
     if arr.shape[0] == size and arr.shape[1] == size:
         return np.ascontiguousarray(arr)
     out = np.empty((1, size, size, 3), dtype=np.uint8)

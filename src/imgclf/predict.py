@@ -1,19 +1,17 @@
-"""Stage 7: classify new image files with a trained run. Bad files get their own line; the rest run."""
+"""Stage 7: classify image files and folders with a trained run (the CLI's `predict`).
+
+The model and its preprocessing live in classifier.Classifier; this module finds the files,
+shows progress on large folders, and keeps every bad file on a line of its own.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .decode import IMAGE_EXTENSIONS, decode_image, read_file
-from .device import autocast, pick_device, resolve_precision
-from .errors import DecodeError, ImgclfError
-from .evaluate import tta_logits, view_sizes
-from .load import input_fn
-from .runfolder import load_model, read_config
+from .classifier import Classifier, check_top_k
+from .decode import IMAGE_EXTENSIONS
+from .errors import ImgclfError
 
 
 def expand_inputs(inputs: list[Path | str]) -> list[Path]:
@@ -31,45 +29,16 @@ def expand_inputs(inputs: list[Path | str]) -> list[Path]:
     return out
 
 
-@torch.no_grad()
-def predict(run: Path | str, inputs: list[Path | str], batch_size: int = 64, device: str = "auto") -> list[dict]:
-    """One dict per file: path, class, prob (of that class), probs per class, or error."""
-    run = Path(run)
-    dev = pick_device(device)
-    model, meta = load_model(run, dev)
-    cfg = read_config(run)
-    precision = resolve_precision(cfg.get("precision", "auto"), dev)
-    channels_last = cfg.get("channels_last", True)
-    model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    to_input = input_fn(dev, meta["mean"], meta["std"], channels_last)
-    classes, size = meta["classes"], meta["input_size"]
-    decoded, resized = view_sizes(meta)  # each file is decoded at input_size and at the `decoded` sizes
+def predict(run: Path | str, inputs: list[Path | str], batch_size: int = 64, device: str = "auto",
+            top_k: int = 1) -> list[dict]:
+    """One dict per file: path, class, prob (of that class), top_k, probs per class, or error."""
+    clf = Classifier(run, device=device, batch_size=batch_size)
+    top_k = check_top_k(top_k, clf.classes)
     paths = expand_inputs(inputs)
     if not paths:
         raise ImgclfError("no image files found in the given paths")
-    results: list[dict] = [{} for _ in paths]
-    pending: list[tuple[int, list[np.ndarray]]] = []  # (index, the file's image at each size)
+    from .progress import make_progress
 
-    def flush():
-        if not pending:
-            return
-        x, *more = (to_input(torch.from_numpy(np.stack(v))) for v in zip(*(a for _, a in pending)))
-        with autocast(dev, precision):
-            logits = tta_logits(model, x, meta.get("tta", False), resized, more)
-            probs = logits.softmax(1).cpu().numpy()
-        for (i, _), p in zip(pending, probs):
-            k = int(p.argmax())
-            results[i] = {"path": str(paths[i]), "class": classes[k], "prob": float(p[k]),
-                          "probs": {c: float(v) for c, v in zip(classes, p)}, "error": ""}
-        pending.clear()
-
-    for i, p in enumerate(paths):
-        try:
-            data = read_file(p)
-            pending.append((i, [decode_image(data, s) for s in (size, *decoded)]))
-        except DecodeError as e:
-            results[i] = {"path": str(p), "class": "", "prob": None, "probs": {}, "error": str(e)}
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    return results
+    with make_progress("img") as bar:
+        task = bar.add_task("predict", total=len(paths))
+        return clf.predict(paths, top_k=top_k, on_batch=lambda n: bar.advance(task, n))
