@@ -350,6 +350,25 @@ def export(
 
 
 @app.command()
+def serve(
+    model: Path = typer.Argument(..., help="a run folder, or an exported model.onnx (or its folder)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000),
+    max_batch: int = typer.Option(32, help="images per forward pass when requests come together"),
+    max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
+    max_upload_mb: float = typer.Option(20.0, help="largest request accepted (413 above)"),
+    views: str = typer.Option("all", help="a run's test-time views: all | mirror | none"),
+    top_k: int = typer.Option(5, "--top-k", help="classes listed per image unless the request says"),
+):
+    """Serve predictions over HTTP: POST /predict, GET /health, /metadata, an upload page at /."""
+    from .serve import ServeConfig, serve as run_serve
+
+    cfg = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb, views=views,
+                      top_k=top_k)
+    run_serve(model, host=host, port=port, cfg=cfg)
+
+
+@app.command()
 def report(
     folder: Path = typer.Argument(..., help="a run folder or a comparison folder"),
 ):
