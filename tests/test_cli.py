@@ -63,8 +63,11 @@ def test_cli_whole_workflow(tmp_path):
     res = json.loads(p.stdout)
     assert [bool(r["error"]) for r in res] == [False, True, True]
     assert res[0]["class"] in ("red", "green", "blue") and 0 <= res[0]["prob"] <= 1
-    p = imgclf("predict", run, tmp_path / "new", "--format", "csv")
+    p = imgclf("predict", run, tmp_path / "new", "--format", "csv", "--top-k", "2")
     assert p.returncode == 0 and p.stdout.splitlines()[0] == "path,class,prob,top_k,error"
+    assert len(p.stdout.splitlines()[1].split(",")[3].split()) == 2  # the two most likely classes
+    p = imgclf("predict", run, bad)
+    assert p.returncode == 1 and "1 of 1 files could not be read" in p.stderr  # nothing read: a failure
 
 
 def test_cli_errors_are_one_line(tmp_path):

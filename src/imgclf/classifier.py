@@ -41,7 +41,8 @@ class Classifier:
     precision: None takes the run's own (bf16 where the CPU has fast bf16, as in training); "fp32"
     is the reference an exported model is checked against. views: "all" the run's test-time views
     (what its metrics were scored with), "mirror" the image at the input size and its mirror,
-    "none" the image alone (fastest, about a point less accurate for fastcnn: BENCHMARKS.md)."""
+    "none" the image alone (6x fewer forward passes for fastcnn, 0.9 points less accurate on the
+    PetImages test split: BENCHMARKS.md, "Export parity")."""
 
     def __init__(self, run: Path | str, device: str = "auto", precision: str | None = None, batch_size: int = 64,
                  views: str = "all"):

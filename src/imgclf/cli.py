@@ -305,9 +305,10 @@ def predict(
             w.writerow([r["path"], r["class"], "" if r["prob"] is None else f"{r['prob']:.6f}",
                         " ".join(f"{c}:{p:.6f}" for c, p in r["top_k"]), r["error"]])
     else:
+        more = top_k > 1  # a column for the runners-up
         rows = [[r["path"], r["class"] or "-", f"{r['prob']:.2%}" if r["prob"] is not None else "-",
-                 ", ".join(f"{c} {p:.1%}" for c, p in r["top_k"][1:]), r["error"]] for r in res]
-        header = ["path", "class", "prob", f"next {top_k - 1}" if top_k > 1 else "", "error"]
+                 *([", ".join(f"{c} {p:.1%}" for c, p in r["top_k"][1:])] if more else []), r["error"]] for r in res]
+        header = ["path", "class", "prob", *(["next"] if more else []), "error"]
         out_console.print(_table(f"predictions ({run})", header, rows))
     bad = sum(1 for r in res if r["error"])
     if bad:

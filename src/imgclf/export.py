@@ -156,7 +156,7 @@ def _export_onnx(graph, examples, names, path: Path, opset: int, dynamic_batch: 
 def _export_pt2(graph, examples, path: Path, dynamic_batch: bool) -> None:
     batch = torch.export.Dim("batch", min=1, max=65536)
     shapes = {"images": tuple({0: batch} for _ in examples)} if dynamic_batch else None
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch.export.save wants the .pt2 ending
     with _quiet_exporter():
         ep = torch.export.export(graph, examples, dynamic_shapes=shapes)
     torch.export.save(ep, str(tmp))

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 100_000_000  # imgclf's decompression-bomb limit
 
@@ -36,7 +36,10 @@ def decode(image, size: int) -> np.ndarray:
     if isinstance(image, (str, Path)):
         image = Path(image).read_bytes()
     if isinstance(image, (bytes, bytearray)):
-        im = Image.open(io.BytesIO(image))
+        try:
+            im = Image.open(io.BytesIO(image))
+        except UnidentifiedImageError:
+            raise ValueError("not an image (unrecognised format)") from None
         if im.size[0] * im.size[1] > MAX_PIXELS:
             raise ValueError(f"image too large ({im.size[0]}x{im.size[1]} px)")
         if im.format == "JPEG":

@@ -239,7 +239,11 @@ def serve(model: Path | str, host: str = "127.0.0.1", port: int = 8000, cfg: Ser
         raise ImgclfError("imgclf serve needs FastAPI, uvicorn and python-multipart: pip install 'imgclf[serve]'")
     import uvicorn
 
-    model_kind(model)  # checked before the port is taken, so a typo fails at once
+    kind, path = model_kind(model)  # checked before the port is taken, so a typo fails at once
+    from .progress import console
+
+    console.print(f"serving {path} ({'PyTorch' if kind == 'run' else 'onnxruntime'}): the upload page is "
+                  f"http://{host}:{port}/, the API http://{host}:{port}/docs", highlight=False, soft_wrap=True)
     uvicorn.run(create_app(model, cfg), host=host, port=port, log_level="info", access_log=False)
 
 
