@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import make_folder, make_image, COLORS
+from imgclf.errors import ImgclfError
 
 
 def imgclf(*args, cwd=None):
@@ -109,3 +110,17 @@ def test_demo_runs(tmp_path):
     for r in ("vanilla-sgd", "minibatch-sgd", "momentum", "adam"):
         assert r in p.stdout
     assert (tmp_path / "demo" / "compare" / "summary.csv").is_file()
+
+
+def test_version_and_square_brackets_in_help_and_errors(tmp_path, monkeypatch, capsys):
+    from imgclf import __version__, serve
+    from imgclf.cli import main
+
+    p = imgclf("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"imgclf {__version__}"
+    p = subprocess.run([sys.executable, "-m", "imgclf", "train", "--help"], capture_output=True, text=True,
+                       env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert "imgclf[pretrained]" in p.stdout  # rich markup would eat "[pretrained]"
+    monkeypatch.setattr(serve, "model_kind", lambda m: (_ for _ in ()).throw(ImgclfError("pip install 'imgclf[serve]'")))
+    assert main(["serve", str(tmp_path)]) == 2
+    assert "pip install 'imgclf[serve]'" in capsys.readouterr().err

@@ -134,9 +134,18 @@ def _png_header_only(w: int, h: int) -> bytes:
 
 
 def test_decompression_bomb_rejected_from_header():
-    with pytest.raises(DecodeError, match="too large"):
-        decode_image(_png_header_only(30000, 30000))
-    assert 30000 * 30000 > MAX_PIXELS
+    for w, h in ((30000, 30000), (11000, 10000)):  # over Pillow's own limit too; over ours only
+        with pytest.raises(DecodeError, match="too large"):
+            decode_image(_png_header_only(w, h))
+        assert w * h > MAX_PIXELS
+
+
+def test_importing_imgclf_leaves_pillows_bomb_guard_on():
+    import subprocess
+    import sys
+
+    code = "import PIL.Image as I; d = I.MAX_IMAGE_PIXELS; import imgclf.decode, imgclf.cli; print(I.MAX_IMAGE_PIXELS == d)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
 
 
 def test_unreadable_file(tmp_path):

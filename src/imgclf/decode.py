@@ -36,8 +36,9 @@ IMAGE_EXTENSIONS = frozenset(
 )
 RESIZE_METHOD = "squash-bilinear-aa-torch"  # part of the cache key: change it and caches rebuild
 
-# Pillow checks its own bomb limit before ours can; keep it off so our message is the one users see.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's own decompression-bomb guard stays as the user's process has it (imgclf never turns it
+# off): its error above 2x Image.MAX_IMAGE_PIXELS becomes our one-line message, its warning below
+# that is silenced by the decode's warning filter, and MAX_PIXELS decides.
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -192,6 +193,9 @@ def _decode_pillow(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError:
+        raise DecodeError(f"image too large (over Pillow's limit and the {MAX_PIXELS:,} px one; "
+                          "decompression bomb?)") from None
     except Exception as e:  # malformed headers raise all sorts
         raise DecodeError(f"corrupt or truncated image header ({_short(e)})") from None
     w, h = im.size
