@@ -63,7 +63,7 @@ def shared_data() -> Path:
     return SHARED
 
 
-def train_small_fastcnn(data: Path, out: Path, epochs: int = 3):
+def train_small_fastcnn(data: Path, out: Path, epochs: int = 3, **kw):
     """fastcnn-s on a generated folder at 64 px: every test-time view of the bundled recipe (three
     decoded sizes, each mirrored) in a run that trains in seconds."""
     from dataclasses import replace
@@ -73,7 +73,7 @@ def train_small_fastcnn(data: Path, out: Path, epochs: int = 3):
 
     recipe = replace(get_spec("fastcnn-s").recipe, batch_size=8)
     return train(TrainConfig(data=data, out=out, model="fastcnn-s", recipe=recipe, epochs=epochs, workers=1, size=64,
-                             precision="fp32"))
+                             precision="fp32", **kw))
 
 
 @pytest.fixture(scope="module")

