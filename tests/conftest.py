@@ -76,9 +76,9 @@ def train_small_fastcnn(data: Path, out: Path, epochs: int = 3, **kw):
                              precision="fp32", **kw))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
-    """A trained fastcnn run on a generated 3-class folder (module-scoped: it takes seconds)."""
+    """A trained fastcnn run on a generated 3-class folder, shared by the tests that only read it."""
     from imgclf.prepare import PrepareConfig, prepare
 
     root = tmp_path_factory.mktemp("small_run")

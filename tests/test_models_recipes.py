@@ -3,7 +3,7 @@ import torch
 
 from imgclf.errors import ImgclfError
 from imgclf.models import create_model, get_spec, list_models
-from imgclf.recipes import PRESETS, TUTORIAL_PRESETS, Recipe, build_optimizer, load_recipes
+from imgclf.recipes import PRESETS, TUTORIAL_PRESETS, Recipe, build_optimizer, load_recipes, param_groups
 
 
 def test_seed_cnn_shape_and_logits():
@@ -67,3 +67,29 @@ def test_recipes_yaml_errors(tmp_path, text, msg):
 def test_recipe_validation():
     with pytest.raises(ImgclfError, match="batch_size"):
         Recipe("x", "sgd", lr=0.1, batch_size=0).validate()
+
+
+def test_optimizer_names_from_torch_optim_get_sensible_recipes():
+    from imgclf.recipes import get_recipe
+
+    sgd, adamw, nadam = get_recipe("SGD"), get_recipe("adamw"), get_recipe("nadam")
+    assert (sgd.optimizer, sgd.lr, sgd.momentum, sgd.batch_size) == ("sgd", 0.01, 0.9, 32)
+    assert (adamw.lr, adamw.weight_decay) == (1e-3, 0.01) and nadam.lr == 2e-3  # NAdam's own default
+    assert get_recipe("rmsprop").lr == 1e-3
+    model = torch.nn.Linear(3, 2)
+    for r in (sgd, adamw, nadam, get_recipe("adagrad")):
+        build_optimizer(r, param_groups(r, model))
+    with pytest.raises(ImgclfError, match="closure"):
+        get_recipe("lbfgs")
+    with pytest.raises(ImgclfError, match="neither a recipe"):
+        get_recipe("lion")
+
+
+def test_models_lists_every_bundled_recipe(capsys):
+    from imgclf.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("vanilla-sgd", "minibatch-sgd", "momentum", "adam", "fastcnn"):
+        assert name in out
+    assert "Muon lr" in out and "0.05" in out

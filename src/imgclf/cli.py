@@ -198,14 +198,28 @@ def _seconds_left(budget: float, t_command: float, model: str | None) -> float:
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., help="run folder written by `imgclf train`"),
-    split: str = typer.Option("test", help="train|val|test"),
-    data: Optional[Path] = typer.Option(None, help="dataset folder (default: the one the run trained on)"),
+    folder: Optional[Path] = typer.Argument(
+        None, help="a labelled folder to score on, all of it (class folders or names like cat.12.jpg); "
+                   "default: the run's own dataset, --split"),
+    split: str = typer.Option("test", help="train|val|test of a prepared dataset"),
+    data: Optional[Path] = typer.Option(None, help="prepared dataset folder (default: the one the run trained on)"),
+    labels_from_filename: Optional[bool] = typer.Option(
+        None, "--labels-from-filename/--labels-from-folders", help="how FOLDER is labelled (default: guessed)"),
     device: str = typer.Option("auto"),
 ):
     """Accuracy, precision, recall, F1 per class and macro, and the confusion matrix."""
+    if folder is not None and not (folder / "manifest.csv").is_file():
+        from .evaluate import evaluate_folder
+
+        m, out = evaluate_folder(run, folder, device=device, labels_from_filename=labels_from_filename)
+        _print_metrics(m, f"{run} on {folder}: every image")
+        if m["rejected"]:
+            console.print(f"[yellow]{m['rejected']} files could not be read: {out / 'rejected.csv'}[/yellow]")
+        out_console.print(f"wrote {out / 'metrics.json'}, {out / 'confusion.png'}, {out / 'predictions.csv'}")
+        return
     from .train import evaluate_run
 
-    m = evaluate_run(run, split, data, device)
+    m = evaluate_run(run, split, folder or data, device)
     _print_metrics(m, f"{run}: {split} metrics")
     suffix = "" if split == "test" else f"-{split}"
     out_console.print(f"wrote {run / f'metrics{suffix}.json'}, {run / f'confusion{suffix}.png'}, "
@@ -400,15 +414,22 @@ def report(
 
 @app.command()
 def models():
-    """List the registered models and optimizer presets."""
+    """List the registered models and every bundled recipe (the presets and each model's own)."""
     from .models import get_spec, list_models
-    from .recipes import PRESETS
+    from .recipes import bundled_recipes
 
+    users = {}
+    for n in list_models():
+        if get_spec(n).recipe:
+            users.setdefault(get_spec(n).recipe.name, []).append(n)
     out_console.print(_table("models", ["name", "input", "description"],
                              [[n, f"{get_spec(n).input_size}px", get_spec(n).description] for n in list_models()]))
-    out_console.print(_table("optimizer presets", ["name", "optimizer", "lr", "batch", "momentum", "why"],
-                             [[r.name, r.optimizer, r.lr, r.batch_size, r.momentum or "", r.description]
-                              for r in PRESETS.values()]))
+    out_console.print(_table(
+        "recipes (--optimizer NAME; any torch.optim class name works too)",
+        ["name", "optimizer", "lr", "Muon lr", "batch", "momentum", "schedule", "bundled with", "why"],
+        [[r.name, r.optimizer, f"{r.lr:.3g}", f"{r.muon:.3g}" if r.muon else "", r.batch_size, r.momentum or "",
+          r.schedule, ", ".join(users.get(r.name, [])) or "preset", r.description]
+         for r in bundled_recipes().values()]))
 
 
 @app.command()

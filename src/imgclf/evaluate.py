@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from .cache import CachedSplit
 from .device import autocast
 from .errors import ImgclfError
-from .files import write_csv
+from .files import write_csv, write_json
 from .load import batches, resize_batch
 
 
@@ -96,3 +96,64 @@ def save_predictions(path: Path, split: CachedSplit, probs: np.ndarray, losses: 
         for i, (p, t, k) in enumerate(zip(split.paths, split.labels, pred))
     )
     write_csv(path, ["path", "true", "pred", "prob", "loss", *(f"p_{c}" for c in classes)], rows)
+
+
+def evaluate_folder(run: Path | str, folder: Path | str, device: str = "auto", batch_size: int = 64,
+                    labels_from_filename: bool | None = None) -> tuple[dict, Path]:
+    """Score a run on every image of a labelled folder, not prepared: class sub-folders, or
+    Kaggle-style names (`cat.12.jpg`; chosen by what the folder holds unless told). Classes match
+    the run's by name, ignoring case (PetImages' `Cat` is Kaggle's `cat`); a class the run does not
+    know is an error. Files are decoded exactly as predict does; unreadable ones are listed in
+    rejected.csv and left out. Writes RUN/eval-<folder name>/: metrics.json, predictions.csv,
+    confusion.png. Returns (metrics, that folder)."""
+    from .classifier import Classifier
+    from .errors import DecodeError
+    from .plots import plot_confusion
+    from .progress import make_progress
+    from .scan import scan
+
+    run, folder = Path(run), Path(folder)
+    if labels_from_filename is None:
+        labels_from_filename = folder.is_dir() and not any(
+            d.is_dir() and not d.name.startswith(".") for d in folder.iterdir())
+    found = scan(folder, labels_from_filename, min_classes=1)
+    clf = Classifier(run, device=device, batch_size=batch_size)
+    by_name = {c.lower(): i for i, c in enumerate(clf.classes)}
+    unknown = sorted(c for c in found.classes if c.lower() not in by_name)
+    if unknown:
+        raise ImgclfError(f"{folder} has classes the run does not know: {', '.join(unknown)} (the run's: "
+                          f"{', '.join(clf.classes)}); remove them or evaluate a run trained on them")
+    if not found.files:
+        raise ImgclfError(f"{folder} holds no labelled images")
+    paths, labels, probs, rejected = [], [], [], []
+    with make_progress("img") as bar:
+        task = bar.add_task(f"evaluate {folder.name}", total=len(found.files))
+        for b0 in range(0, len(found.files), batch_size):
+            batch, ys, ps = [], [], []
+            for p, c in found.files[b0 : b0 + batch_size]:
+                try:
+                    batch.append(clf.decode(p))
+                    ys.append(by_name[c.lower()])
+                    ps.append(str(p))
+                except DecodeError as e:
+                    rejected.append([str(p), c, str(e)])
+            if batch:
+                probs.append(clf.predict_views([np.stack(v) for v in zip(*batch)]))
+                paths += ps
+                labels += ys
+            bar.advance(task, len(found.files[b0 : b0 + batch_size]))
+    if not paths:
+        raise ImgclfError(f"none of the {len(found.files)} images in {folder} could be read (see their reasons with "
+                          f"`imgclf predict {run} {folder}`)")
+    y, p = np.array(labels), np.concatenate(probs)
+    loss, _, losses = loss_and_predictions(np.log(np.clip(p, 1e-12, None)).astype(np.float32), y)
+    metrics = {"split": f"folder {folder.resolve()}", "loss": loss, "rejected": len(rejected),
+               **compute_metrics(y, p.argmax(1), clf.classes)}
+    out = run / f"eval-{folder.resolve().name}"
+    out.mkdir(exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    save_predictions(out / "predictions.csv", CachedSplit(images=None, labels=y, paths=paths), p, losses, clf.classes)
+    write_csv(out / "rejected.csv", ["path", "class", "reason"], rejected)
+    plot_confusion(np.array(metrics["confusion_matrix"]), clf.classes, out / "confusion.png",
+                   f"confusion matrix ({folder.name})")
+    return metrics, out

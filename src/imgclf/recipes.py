@@ -211,17 +211,46 @@ def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
         raise ImgclfError(f"recipe '{recipe.name}': {cls.__name__} rejected its settings: {e}") from None
 
 
-def get_recipe(name: str) -> Recipe:
-    """A preset, or a recipe bundled with a model (`fastcnn`)."""
+# `--optimizer NAME` with a torch.optim class name: batch 32 like the presets; where torch's own
+# defaults are not what the tutorial's users expect, the values Keras uses. Others: torch's defaults.
+TORCH_DEFAULTS: dict[str, dict] = {
+    "sgd": {"lr": 0.01, "momentum": 0.9},  # torch's SGD has no default lr; these are the momentum preset's
+    "adamw": {"lr": 1e-3, "weight_decay": 0.01},  # torch's AdamW defaults, stated in the recipe
+    "rmsprop": {"lr": 1e-3},  # Keras's default; torch's is 10x that, far above Adam's step size
+}
+_NO_CLOSURE_FREE_STEP = {"lbfgs": "it needs a closure that re-evaluates the loss", "sparseadam": "it needs sparse gradients"}
+
+
+def bundled_recipes() -> dict[str, Recipe]:
+    """The four presets, then each model's bundled recipe (fastcnn's), by name."""
     from .models import get_spec, list_models
 
-    known = {**PRESETS, **{s.recipe.name: s.recipe for s in map(get_spec, list_models()) if s.recipe}}
-    try:
+    return {**PRESETS, **{s.recipe.name: s.recipe for s in map(get_spec, list_models()) if s.recipe}}
+
+
+def get_recipe(name: str) -> Recipe:
+    """A preset, a recipe bundled with a model (`fastcnn`), or any torch.optim class by name
+    (sgd, adamw, rmsprop, nadam, ...) with TORCH_DEFAULTS or torch's own defaults."""
+    known = bundled_recipes()
+    if name in known:
         return known[name]
-    except KeyError:
-        raise ImgclfError(
-            f"--optimizer '{name}' is not a preset ({', '.join(known)}); define it in a --recipes YAML file"
-        ) from None
+    low = name.lower()
+    if low in _NO_CLOSURE_FREE_STEP:
+        raise ImgclfError(f"--optimizer {name}: not supported, {_NO_CLOSURE_FREE_STEP[low]}")
+    try:
+        cls = optimizer_class(low)
+    except ImgclfError:
+        raise ImgclfError(f"--optimizer '{name}' is neither a recipe ({', '.join(known)}) nor a torch.optim class; "
+                          "define it in a --recipes YAML file") from None
+    settings = TORCH_DEFAULTS.get(low) or {"lr": _default_lr(cls)}
+    return Recipe(low, low, batch_size=32, description=f"torch.optim.{cls.__name__}: "
+                  + ", ".join(f"{k} {v:g}" for k, v in settings.items()), **settings).validate()
+
+
+def _default_lr(cls) -> float:
+    lr = inspect.signature(cls.__init__).parameters.get("lr")
+    default = getattr(lr, "default", inspect.Parameter.empty)
+    return float(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else 1e-3
 
 
 def with_overrides(recipe: Recipe, **overrides) -> Recipe:

@@ -22,8 +22,9 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def scan(src: Path | str, labels_from_filename: bool = False) -> ScanResult:
+def scan(src: Path | str, labels_from_filename: bool = False, min_classes: int = 2) -> ScanResult:
     """List candidate image files and their classes under `src`; decoding happens later.
+    Training needs 2 classes; scoring a run on a folder (evaluate) can take one.
 
     Paths come back absolute, so a prepared dataset works from any working directory.
     """
@@ -39,14 +40,15 @@ def scan(src: Path | str, labels_from_filename: bool = False) -> ScanResult:
     for c in [c for c, n in counts.items() if n == 0]:
         result.warnings.append(f"class folder '{c}' has no image files; it is left out")
         result.classes.remove(c)
-    if len(result.classes) < 2:
+    if len(result.classes) < min_classes:
         found = ", ".join(result.classes) or "none"
         hint = (
             "use --labels-from-filename for a flat folder of names like cat.12.jpg"
             if not labels_from_filename
             else "file names must look like <class>.<number>.<ext>"
         )
-        raise ImgclfError(f"{src}: need at least 2 classes with images, found {found}; {hint}")
+        raise ImgclfError(f"{src}: need at least {min_classes} class{'es' if min_classes > 1 else ''} with images, "
+                          f"found {found}; {hint}")
     return result
 
 

@@ -1,0 +1,48 @@
+"""Evaluation on a split, and on any labelled folder (class folders or Kaggle-style names)."""
+
+import csv
+import json
+
+import pytest
+
+from conftest import COLORS, make_image
+from imgclf.errors import ImgclfError
+from imgclf.evaluate import evaluate_folder
+
+
+def test_a_raw_class_folder_is_scored_whole_with_classes_matched_by_name(small_run, tmp_path):
+    src = tmp_path / "new"
+    for c in ("Red", "blue"):  # a subset of the run's classes, another capitalisation
+        for i in range(4):
+            make_image(src / c / f"{i}.jpg", COLORS[c.lower()], seed=100 + i)
+    (src / "blue" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    m, out = evaluate_folder(small_run, src)
+    assert m["n"] == 8 and m["rejected"] == 1 and m["accuracy"] == 1.0  # colour classes: trivially right
+    assert m["per_class"]["green"]["support"] == 0 and m["classes"] == ["blue", "green", "red"]
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(rows) == 8 and {r["true"] for r in rows} == {"red", "blue"}
+    assert [r["path"] for r in csv.DictReader(open(out / "rejected.csv"))] == [str(src / "blue" / "broken.jpg")]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 8 and (out / "confusion.png").is_file()
+
+
+def test_kaggle_style_names_and_unknown_classes(small_run, tmp_path):
+    flat = tmp_path / "flat"
+    for i in range(3):
+        make_image(flat / f"green.{i}.jpg", COLORS["green"], seed=i)
+        make_image(flat / f"RED_{i}.png", COLORS["red"], seed=i, fmt="PNG")
+    m, _ = evaluate_folder(small_run, flat)
+    assert m["n"] == 6 and m["accuracy"] == 1.0
+    make_image(flat / "purple.9.jpg", (120, 0, 120))
+    with pytest.raises(ImgclfError, match="classes the run does not know: purple"):
+        evaluate_folder(small_run, flat)
+
+
+def test_cli_evaluate_on_a_folder(small_run, tmp_path, capsys):
+    from imgclf.cli import main
+
+    src = tmp_path / "more"
+    for i in range(2):
+        make_image(src / "blue" / f"{i}.jpg", COLORS["blue"], seed=i)
+    assert main(["evaluate", str(small_run), str(src)]) == 0
+    assert "accuracy: 100.00% of 2 images" in capsys.readouterr().out
+    assert (small_run / "eval-more" / "metrics.json").is_file()
