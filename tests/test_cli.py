@@ -41,6 +41,7 @@ def test_cli_whole_workflow(tmp_path):
     p = imgclf("train", data, "--out", run, "--optimizer", "adam", "--epochs", "1", "--batch-size", "8")
     assert p.returncode == 0, p.stderr
     assert "accuracy:" in p.stdout and (run / "model.safetensors").is_file()
+    assert "(training " in p.stdout and "the whole command" in p.stdout  # which seconds are which
 
     p = imgclf("evaluate", run, "--split", "val")
     assert p.returncode == 0, p.stderr

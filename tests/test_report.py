@@ -86,3 +86,49 @@ def test_summary_statistics_match_a_recount(comparison):
         assert float(row["test_accuracy_ci_low"]) == pytest.approx(np.mean(accs) - half)
         assert float(row["test_accuracy_ci_high"]) == pytest.approx(np.mean(accs) + half)
         assert row["seeds"] == "2"
+
+
+def test_many_classes_get_confused_pairs_and_a_normalised_matrix(tmp_path, monkeypatch):
+    import numpy as np
+
+    from imgclf import plots
+    from imgclf.evaluate import confused_pairs
+    from imgclf.report import _metrics_html
+
+    classes = [f"c{i}" for i in range(12)]
+    cm = np.diag(np.full(12, 20))
+    cm[3, 5], cm[7, 1], cm[0, 2] = 6, 9, 1
+    assert confused_pairs(cm, classes, k=2) == [("c7", "c1", 9, 9 / 29), ("c3", "c5", 6, 6 / 26)]
+    m = {"accuracy": 0.9, "balanced_accuracy": 0.9, "n": int(cm.sum()), "loss": 0.3, "classes": classes,
+         "confusion_matrix": cm.tolist(), "macro": {"precision": 1, "recall": 1, "f1": 1},
+         "per_class": {c: {"precision": 1, "recall": 1, "f1": 1, "support": 20} for c in classes}}
+    page = _metrics_html(m)
+    assert "Most confused pairs" in page and "true \\ predicted" not in page and "balanced accuracy" in page
+    shown = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: shown.setdefault("im", fig.axes[0].images[0].get_array()))
+    plots.plot_confusion(cm, classes, tmp_path / "cm.png")
+    assert shown["im"].max() <= 1 and shown["im"][7, 1] == pytest.approx(9 / 29)  # rows are shares
+
+
+def test_accuracy_axis_is_zoomed_to_the_data(tmp_path, monkeypatch):
+    from imgclf import plots
+
+    got = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: got.setdefault("ylim", fig.axes[0].get_ylim()))
+    hist = [{"epoch": e, "train_acc": 0.93 + e / 100, "val_acc": 0.92 + e / 100, "train_loss": 0, "val_loss": 0}
+            for e in range(1, 4)]
+    plots.plot_history(hist, "acc", tmp_path / "a.png")
+    lo, hi = got["ylim"]
+    assert 0.9 < lo < 0.93 and 0.96 <= hi <= 1.005
+
+
+def test_plan_and_learning_rates_in_the_report():
+    from imgclf.report import _lr, _plan_html
+
+    assert _lr(0.009999999776) == "0.01" and _lr(0.05) == "0.05" and _lr(1e-3) == "0.001"
+    plan = {"budget_seconds": 300, "chosen": {"model": "fastcnn-s-p3", "size": 96, "epochs": 13},
+            "expected_train_seconds": 219.7, "seconds_left_at_plan": 282.2, "rule": "largest rung that fits",
+            "measured": [{"model": "fastcnn-s-p3", "size": 96, "train_img_per_s": 480.1, "rate": "measured",
+                          "epochs_fit": 13}]}
+    page = _plan_html(plan)
+    assert "--model fastcnn-s-p3 --size 96 --epochs 13" in page and "picked" in page

@@ -150,3 +150,51 @@ def test_no_hflip_turns_off_training_flips_and_the_mirror_view(prepared, tmp_pat
     (tmp_path / "r.yaml").write_text("- preset: adam\n  name: adam-noflip\n  hflip: false\n  tta: true\n")
     (r,) = load_recipes(tmp_path / "r.yaml")
     assert r.hflip is False and not r.test_mirror
+
+
+def test_keep_best_patience_and_tensorboard(prepared, tmp_path):
+    """--keep best saves the best validation epoch's weights; --patience stops a run that stopped
+    improving; --tensorboard writes event files; balanced accuracy is in metrics.json."""
+    from conftest import train_small_fastcnn
+    from imgclf.runfolder import load_checkpoint
+
+    res = train_small_fastcnn(prepared.root, tmp_path / "best", epochs=4, keep="best", tensorboard=True)
+    status = json.loads((tmp_path / "best" / "status.json").read_text())
+    meta = json.loads((tmp_path / "best" / "model.json").read_text())
+    best_epoch = max(res.history, key=lambda h: h["val_acc"])["epoch"]  # the first of the best
+    assert status["best_epoch"] == meta["epoch_kept"] == best_epoch
+    ckpt = load_checkpoint(tmp_path / "best" / "checkpoint.pt")
+    assert ckpt["best"]["epoch"] == best_epoch and ckpt["best"]["state"] is not None
+    assert list((tmp_path / "best" / "tensorboard").glob("events.out.tfevents.*"))
+    m = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    assert m["balanced_accuracy"] == pytest.approx(np.mean([c["recall"] for c in m["per_class"].values()]))
+
+    # patience 1 on a task learnt in the first epochs: val accuracy stops rising, the run stops early
+    res = train_small_fastcnn(prepared.root, tmp_path / "pat", epochs=12, patience=1)
+    status = json.loads((tmp_path / "pat" / "status.json").read_text())
+    assert status["stopped_by"] == "patience" and len(res.history) < 12
+    accs = [h["val_acc"] for h in res.history]
+    assert accs[-1] <= max(accs[:-1])  # the last epoch brought no improvement
+
+
+def test_class_weights_and_balanced_draw():
+    from imgclf.train import balanced_draw, class_weights
+
+    w = class_weights(np.array([900, 100, 0]))
+    assert w.tolist() == pytest.approx([1000 / 1800, 1000 / 200, 0.0])  # mean 1 over the present classes
+    labels = np.array([0] * 900 + [1] * 100)
+    draw = balanced_draw(labels, np.bincount(labels))
+    idx = draw(torch.Generator().manual_seed(0))
+    assert len(idx) == 1000 and 0.45 < (labels[idx.numpy()] == 1).mean() < 0.55  # each class half the time
+    assert torch.equal(idx, draw(torch.Generator().manual_seed(0)))  # seeded
+
+
+@pytest.mark.parametrize("method", ["weights", "sampler"])
+def test_balance_methods_train(prepared, tmp_path, method):
+    from conftest import train_small_fastcnn
+
+    res = train_small_fastcnn(prepared.root, tmp_path / method, epochs=2, balance=method)
+    assert json.loads((tmp_path / method / "config.json").read_text())["balance"] == method
+    assert 0 <= res.metrics["balanced_accuracy"] <= 1
+    with pytest.raises(ImgclfError, match="--balance"):
+        train_small_fastcnn(prepared.root, tmp_path / "x", epochs=1, balance="oversample")

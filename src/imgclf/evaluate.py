@@ -70,6 +70,8 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) 
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        # the mean of the recalls of the classes present: what accuracy hides on imbalanced data
+        "balanced_accuracy": float(np.mean([r[i] for i in range(len(classes)) if s[i] > 0])) if len(y_true) else 0.0,
         "macro": {"precision": float(mp), "recall": float(mr), "f1": float(mf)},
         "per_class": {
             c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
@@ -78,6 +80,14 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) 
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "classes": list(classes),
     }
+
+
+def confused_pairs(cm, classes: list[str], k: int = 10) -> list[tuple[str, str, int, float]]:
+    """The k most frequent mistakes: (true, predicted, count, share of the true class's images)."""
+    cm = np.asarray(cm)
+    pairs = [(cm[i, j], i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j and cm[i, j]]
+    pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return [(classes[i], classes[j], int(c), float(c / max(cm[i].sum(), 1))) for c, i, j in pairs[:k]]
 
 
 def loss_and_predictions(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

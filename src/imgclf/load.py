@@ -41,16 +41,19 @@ def batches(
     drop_last: bool = False,
     pin: bool = False,
     with_index: bool = False,
+    order: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Yield (uint8 NHWC images, int64 labels) batches, in a seeded random or the stored order;
-    with `with_index`, (images, labels, the rows' indices in the split as a CPU tensor).
+    """Yield (uint8 NHWC images, int64 labels) batches, in a seeded random or the stored order (or
+    `order`, row indices); with `with_index`, (images, labels, the rows' indices in the split as a
+    CPU tensor).
 
     The order always comes from the CPU generator, so it is the same on every device. A split
     held on the GPU (see `resident`) is gathered there; a memmapped one is read a chunk at a
     time, into pinned memory when `pin` (so the host-to-GPU copy can overlap compute).
     """
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if order is None:  # else: the caller's order (rows may repeat: the balanced sampler)
+        order = torch.randperm(len(split), generator=generator) if shuffle else torch.arange(len(split))
+    n = len(order)
     cpu_order = order  # the indices that `with_index` yields, on the CPU whatever the device
     row_bytes = int(np.prod(split.images.shape[1:])) * split.images.dtype.itemsize
     chunk = max(batch_size, (_CHUNK_BYTES // row_bytes) // batch_size * batch_size)

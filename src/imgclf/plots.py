@@ -86,27 +86,42 @@ def _style(ax, metric: str, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    if metric == "acc":
-        ax.set_ylim(0, 1.02)
+    if metric == "acc":  # zoomed to the data: 93% against 95% must not look like one line at the top
+        ys = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()] or [np.zeros(0)])
+        ys = ys[np.isfinite(ys)]
+        if ys.size:
+            lo, hi = float(ys.min()), float(ys.max())
+            pad = max(0.005, 0.08 * (hi - lo))
+            ax.set_ylim(max(0.0, lo - pad), min(1.005, hi + pad))
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.legend()
 
 
+MANY_CLASSES = 10  # above this a confusion matrix of counts stops being readable
+
+
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "confusion matrix") -> None:
+    """Counts for a few classes; with many, each row normalised to the share of its true class
+    (a big class no longer outshines every mistake of a small one), cells annotated up to 25."""
     n = len(classes)
-    size = max(4.0, 0.5 * n + 2)
+    size = min(16.0, max(4.0, 0.5 * n + 2))
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
+    many = n > MANY_CLASSES
+    shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if many else cm
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if many else None)
+    ax.set_xticks(range(n), classes, rotation=45 if n <= 25 else 90, ha="right" if n <= 25 else "center",
+                  fontsize=8 if n <= 25 else 6)
+    ax.set_yticks(range(n), classes, fontsize=8 if n <= 25 else 6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
-    hi = cm.max() if cm.size else 0
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if cm[i, j] > hi / 2 else "black")
+    ax.set_title(title + (" (share of each true class)" if many else ""))
+    hi = shown.max() if shown.size else 0
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                text = (f"{shown[i, j]:.0%}" if shown[i, j] else "") if many else str(cm[i, j])
+                ax.text(j, i, text, ha="center", va="center", fontsize=7 if many else 8,
+                        color="white" if shown[i, j] > hi / 2 else "black")
     _save(fig, path)
 
 

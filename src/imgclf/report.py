@@ -56,15 +56,20 @@ def _run_body(run: Path) -> tuple[str, str]:
     cfg = read_json(run / "config.json")
     recipe = cfg["recipe"]
     status = _status(run)
-    parts = [_nav(["dataset", "recipe", "curves", "metrics", "worst", "environment"])]
+    parts = [_nav(["dataset", "recipe", *(["plan"] if cfg.get("plan") else []), "curves", "metrics", "worst",
+                   "environment"])]
     parts.append(_dataset_section(Path(cfg["data"])))
     parts.append("<h2 id='recipe'>Recipe</h2>" + _table(
         ["setting", "value"],
-        [["model", cfg["model"]], ["optimizer", recipe["optimizer"]], ["learning rate", recipe["lr"]],
+        [["model", cfg["model"]], ["optimizer", recipe["optimizer"]], ["learning rate", _lr(recipe["lr"])],
+         *([["Muon lr (conv filters)", _lr(recipe["muon"])]] if recipe.get("muon") else []),
          ["batch size", recipe["batch_size"]], ["momentum", recipe.get("momentum") or ""],
          ["weight decay", recipe.get("weight_decay", 0)], ["schedule", recipe.get("schedule", "constant")],
+         ["horizontal flips", "yes" if recipe.get("hflip", True) else "no"],
          ["epochs", cfg["epochs"]], ["seed", cfg["seed"]], ["precision", cfg.get("precision_resolved", "")],
          ["status", status]]))
+    if cfg.get("plan"):
+        parts.append(_plan_html(cfg["plan"]))
     parts.append("<h2 id='curves'>Learning curves</h2><div class='row'>"
                  + _figure(run / "loss.png", "loss per epoch (train vs val)")
                  + _figure(run / "accuracy.png", "accuracy per epoch (train vs val)") + "</div>")
@@ -72,7 +77,7 @@ def _run_body(run: Path) -> tuple[str, str]:
         hist = read_csv(run / "history.csv")
         parts.append(_table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"],
                             [[h["epoch"], _f(h["train_loss"], 4), _pct(h["train_acc"]), _f(h["val_loss"], 4),
-                              _pct(h["val_acc"]), h["lr"], _f(h["seconds"], 1)] for h in hist]))
+                              _pct(h["val_acc"]), _lr(h["lr"]), _f(h["seconds"], 1)] for h in hist]))
     if (run / "metrics.json").is_file():
         parts.append("<h2 id='metrics'>Test metrics</h2>" + _metrics_html(read_json(run / "metrics.json"))
                      + _figure(run / "confusion.png", "confusion matrix (test)", width=420))
@@ -92,7 +97,8 @@ def _compare_body(cmp_: Path) -> tuple[str, str]:
     parts.append("<h2 id='recipes'>Recipes</h2>" + _table(
         ["recipe", "optimizer", "lr" + (" (tuned)" if chosen else ""), "batch", "momentum", "betas", "weight decay",
          "schedule", "epochs"],
-        [[r["name"], r["optimizer"], chosen.get(r["name"], r["lr"]), r["batch_size"], r.get("momentum") or "",
+        [[r["name"], r["optimizer"], _lr(chosen.get(r["name"], r["lr"])) + (f" (Muon {_lr(r['muon'])})" if r.get("muon")
+                                                                          else ""), r["batch_size"], r.get("momentum") or "",
           "/".join(map(str, r["betas"])) if r.get("betas") else "", r.get("weight_decay", 0),
           r.get("schedule", "constant"), r.get("epochs") or spec["epochs"]] for r in spec["recipes"]]))
     if tuned:
@@ -189,15 +195,46 @@ def _dataset_section(data: Path) -> str:
     return out
 
 
+def _plan_html(plan: dict) -> str:
+    """What the budget planner picked, why, and the flags that repeat the run without it."""
+    c = plan["chosen"]
+    flags = f"--model {c['model']} --size {c['size']} --epochs {c['epochs']}"
+    rows = [[r["model"], r["size"], f"{float(r['train_img_per_s']):.0f}", r.get("rate", ""), r.get("epochs_fit", ""),
+             "picked" if (r["model"], r["size"]) == (c["model"], c["size"]) else ""] for r in plan.get("measured", [])]
+    return ("<h2 id='plan'>Plan</h2>"
+            f"<p>budget {float(plan['budget_seconds']):.0f} s: <b>{_e(c['model'])}</b> at {c['size']} px for "
+            f"{c['epochs']} epochs (about {float(plan['expected_train_seconds']):.0f} s of training expected, "
+            f"{float(plan['seconds_left_at_plan']):.0f} s left when planned). Rule: {_e(plan.get('rule', ''))}. "
+            f"The same run without a budget: <code>imgclf train DATA {flags}</code></p>"
+            + _table(["model", "size", "train img/s", "rate", "epochs that fit", ""], rows))
+
+
+def _lr(v) -> str:
+    """Learning rates to three significant digits (0.00999999 -> 0.01)."""
+    try:
+        return f"{float(v):.3g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
 def _metrics_html(m: dict) -> str:
     rows = [[c, _f(v["precision"], 3), _f(v["recall"], 3), _f(v["f1"], 3), v["support"]]
             for c, v in m["per_class"].items()]
     rows.append(["macro avg", _f(m["macro"]["precision"], 3), _f(m["macro"]["recall"], 3), _f(m["macro"]["f1"], 3),
                  m["n"]])
+    head = (f"<p>accuracy <b>{m['accuracy']:.2%}</b> of {m['n']} test images"
+            + (f", balanced accuracy {m['balanced_accuracy']:.2%}" if "balanced_accuracy" in m else "")
+            + f", loss {m['loss']:.4f}</p>" + _table(["class", "precision", "recall", "F1", "support"], rows))
+    from .evaluate import confused_pairs
+    from .plots import MANY_CLASSES
+
+    if len(m["classes"]) > MANY_CLASSES:
+        pairs = confused_pairs(m["confusion_matrix"], m["classes"])
+        return head + "<h3>Most confused pairs</h3>" + _table(
+            ["true", "predicted as", "images", "share of the true class"],
+            [[_e(t), _e(p), c, f"{share:.1%}"] for t, p, c, share in pairs])
     cm = [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])]
-    return (f"<p>accuracy <b>{m['accuracy']:.2%}</b> of {m['n']} test images, loss {m['loss']:.4f}</p>"
-            + _table(["class", "precision", "recall", "F1", "support"], rows)
-            + "<p class='muted'>confusion matrix: rows true, columns predicted</p>"
+    return (head + "<p class='muted'>confusion matrix: rows true, columns predicted</p>"
             + _table(["true \\ predicted", *m["classes"]], cm))
 
 

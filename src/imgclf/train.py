@@ -33,6 +33,11 @@ from .runfolder import load_checkpoint, read_config, save_checkpoint, save_weigh
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"]
 
 
+KEEP = ("last", "best")
+BALANCE = ("none", "weights", "sampler")
+BALANCE_METHOD = "weights"  # what `--balance` means: PROVISIONAL, set by the 10:1 measurement
+
+
 @dataclass
 class TrainConfig:
     data: Path
@@ -58,6 +63,17 @@ class TrainConfig:
     evaluate_test: bool = True  # off for LR tuning, which must only ever look at the val split
     max_steps: int | None = None  # budget in optimizer steps (stops mid-epoch); None: whole epochs
     max_seconds: float | None = None  # budget in training wall time; None: no limit
+    # Which weights the run keeps: "last" (the schedule's end) or "best" (the epoch with the best
+    # validation accuracy). "last" by default: fastcnn's one-cycle schedule ends at lr 0 on its
+    # best epoch, and its last validation pass alone sees every test-time view (BENCHMARKS.md,
+    # "Keeping the best epoch").
+    keep: str = "last"
+    patience: int | None = None  # stop after this many epochs without a better val accuracy
+    # Class imbalance: "none", or "weights" (cross-entropy weighted by inverse class frequency),
+    # or "sampler" (each epoch draws images with probability 1 / their class's count, with
+    # replacement). `--balance` picks the one measured best (BENCHMARKS.md, "Class imbalance").
+    balance: str = "none"
+    tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard
 
     def validate(self) -> "TrainConfig":
         if self.model != "auto":
@@ -83,6 +99,17 @@ class TrainConfig:
             raise ImgclfError(f"--mode must be one of {', '.join(MODES)}, got '{self.mode}'")
         if self.mode == "probe" and not self.pretrained:
             raise ImgclfError("--mode probe trains a head on pretrained features: add --pretrained")
+        if self.keep not in KEEP:
+            raise ImgclfError(f"--keep must be one of {', '.join(KEEP)}, got '{self.keep}'")
+        if self.patience is not None and self.patience < 1:
+            raise ImgclfError(f"--patience must be >= 1 epoch, got {self.patience}")
+        if self.balance not in BALANCE:
+            raise ImgclfError(f"--balance must be one of {', '.join(BALANCE)}, got '{self.balance}'")
+        if self.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ImgclfError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         return self
 
     def to_dict(self) -> dict:
@@ -196,6 +223,9 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         sides = torch.rand(n_train, generator=torch.Generator().manual_seed(cfg.seed + 3)) < 0.5
     torch.manual_seed(cfg.seed + 2)  # dropout stream, independent of the init above
     history: list[dict] = []
+    best = {"epoch": 0, "val_acc": -1.0, "state": None}  # the best validation epoch (--keep best, --patience)
+    class_counts = np.bincount(splits["train"].labels, minlength=len(ds.classes))
+    draw = balanced_draw(splits["train"].labels, class_counts) if cfg.balance == "sampler" else None
     train_splits = {size: splits["train"]}  # by training size; more join as progressive resizing reaches them
 
     if resume and (run / "checkpoint.pt").is_file():  # else: killed before epoch 1 ended, start over
@@ -209,13 +239,21 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             ema_net.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"]["torch"])
         history = list(state["history"])
+        best = state.get("best", best)
     write_status(run, "running", epoch=len(history))
+    writer = None
+    if cfg.tensorboard:  # a live view: `tensorboard --logdir RUN/tensorboard`
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run / "tensorboard"), purge_step=len(history) + 1)
 
     # --- epochs ------------------------------------------------------------------------------
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    weight = class_weights(class_counts).to(device) if cfg.balance == "weights" else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
     t_start = time.perf_counter() - sum(h["seconds"] for h in history)
     steps_done = int(history[-1].get("steps", 0)) if history else 0
     stopped_early = False  # by --budget (steps or seconds), before the epochs asked for
+    stopped_by = None  # "patience" when --patience ended the run
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         budget = _Budget(
@@ -231,7 +269,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
                 net, train_splits[tr_size], recipe.batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                 order_gen, aug_gen, device, precision, desc, epoch, budget,
                 ema=(ema_net, recipe.ema, steps_done) if ema_net is not None else None,
-                drop_last=drop_last, sides=sides,
+                drop_last=drop_last, sides=sides, draw=draw,
             )
         except Diverged as e:
             write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
@@ -257,12 +295,25 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             "steps": steps_done,
         })
         write_csv(run / "history.csv", HISTORY_COLUMNS, ([h[c] for c in HISTORY_COLUMNS] for h in history))
+        if writer is not None:
+            for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+                writer.add_scalar(k, history[-1][k], epoch)
+            writer.flush()
+        if val_acc > best["val_acc"]:
+            best = {"epoch": epoch, "val_acc": val_acc,
+                    "state": copy.deepcopy((ema_net or trained).state_dict()) if cfg.keep == "best" else None}
+        patience_out = cfg.patience is not None and epoch - best["epoch"] >= cfg.patience and epoch < cfg.epochs
         save_checkpoint(run, {
             "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "history": history,
             "rng": {"order": order_gen.get_state(), "aug": aug_gen.get_state(), "torch": torch.get_rng_state()},
-            **({"ema": ema_net.state_dict()} if ema_net is not None else {}),
+            **({"ema": ema_net.state_dict()} if ema_net is not None else {}), "best": best,
         })
+        if patience_out:
+            console.print(f"no better val accuracy for {cfg.patience} epochs (best {best['val_acc']:.2%}, epoch "
+                          f"{best['epoch']}): training stops here (--patience)")
+            stopped_by = "patience"
+            break
         if budget.spent:
             stopped_early = epoch < cfg.epochs or steps < steps_per_epoch
             if stopped_early:
@@ -270,8 +321,14 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             break
 
     # --- weights, curves, test metrics ---------------------------------------------------------
+    if writer is not None:
+        writer.close()
     if ema_net is not None:  # the averaged weights are the result
         trained.load_state_dict(ema_net.state_dict())
+    if cfg.keep == "best" and best["state"] is not None and best["epoch"] != len(history):
+        trained.load_state_dict(best["state"])
+        console.print(f"keeping epoch {best['epoch']}'s weights (val accuracy {best['val_acc']:.2%}; --keep best)")
+    meta["epoch_kept"] = best["epoch"] if cfg.keep == "best" and best["state"] is not None else len(history)
     save_weights(run, model, meta)
     plot_history(history, "loss", run / "loss.png", f"{recipe.name}: loss")
     plot_history(history, "acc", run / "accuracy.png", f"{recipe.name}: accuracy")
@@ -280,7 +337,9 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         metrics = evaluate_model(net, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
                                  cfg.eval_batch_size, to_input=to_input, views=views["test"])
     seconds = time.perf_counter() - t_start
-    write_status(run, "done", epoch=len(history), seconds=round(seconds, 3), stopped_by_budget=stopped_early)
+    write_status(run, "done", epoch=len(history), seconds=round(seconds, 3), stopped_by_budget=stopped_early,
+                 **({"stopped_by": stopped_by} if stopped_by else {}),
+                 **({"best_epoch": best["epoch"]} if cfg.keep == "best" or cfg.patience else {}))
     if cfg.report and cfg.evaluate_test:
         from .report import build_report
 
@@ -306,12 +365,14 @@ class _Budget:
 
 def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, loss_fn, to_input, aug,
                  order_gen, aug_gen, device, precision, desc, epoch, budget: _Budget,
-                 ema=None, drop_last: bool = False, sides: torch.Tensor | None = None) -> tuple[float, float, int]:
+                 ema=None, drop_last: bool = False, sides: torch.Tensor | None = None,
+                 draw=None) -> tuple[float, float, int]:
     """One pass over the training split (or until the budget runs out): (loss, accuracy, steps).
 
     Loss/accuracy sums stay on the device until the bar refreshes, so batch-size-1 SGD is not
     slowed by a host sync per step. `ema` = (averaged copy, decay, steps before this epoch); `sides`:
-    alternating flips, which images are mirrored in odd epochs (the others in even ones)."""
+    alternating flips, which images are mirrored in odd epochs (the others in even ones); `draw`:
+    f(generator) -> this epoch's image order (the balanced sampler), instead of a permutation."""
     model.train()
     if ema is not None:
         ema_net, decay, steps_before = ema
@@ -322,8 +383,9 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
     seen, step, last_ui = 0, 0, 0.0
     with make_progress("img", "loss {task.fields[loss]} acc {task.fields[acc]}") as bar:
         task = bar.add_task(desc, total=n, loss="-", acc="-")
+        order = draw(order_gen) if draw is not None else None
         for x, y, rows in batches(split, batch_size, shuffle=True, generator=order_gen, pin=device.type == "cuda",
-                                  drop_last=drop_last, with_index=True):
+                                  drop_last=drop_last, with_index=True, order=order):
             if aug.active:
                 x = augment(x, aug, aug_gen, None if sides is None else sides[rows] ^ (epoch % 2 == 0))
             xb, yb = to_input(x), y.to(device, non_blocking=True)
@@ -351,6 +413,20 @@ def _train_epoch(model, split: CachedSplit, batch_size, optimizer, scheduler, lo
             if stop:
                 break
     return float(loss_sum) / seen, int(correct) / seen, step
+
+
+def class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Inverse class frequency, mean 1 over the classes present (an absent class weighs 0)."""
+    c = torch.tensor(counts, dtype=torch.float32)
+    w = torch.where(c > 0, c.sum() / (c.clamp(min=1) * (c > 0).sum()), torch.zeros_like(c))
+    return w
+
+
+def balanced_draw(labels: np.ndarray, counts: np.ndarray):
+    """f(generator) -> len(labels) indices drawn with replacement, each with probability 1 / its
+    class's count: every class is drawn equally often on average."""
+    p = torch.from_numpy(1.0 / counts[labels]).double()
+    return lambda gen: torch.multinomial(p, len(labels), replacement=True, generator=gen)
 
 
 def _float_and_other(ema_net, model):
