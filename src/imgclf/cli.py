@@ -56,6 +56,8 @@ def prepare(
     materialize: str = typer.Option("none", help="also lay out DATA/<split>/<class>/: none|copy|hardlink|symlink"),
     cache: Optional[int] = typer.Option(None, help="also build the decoded cache at this size (px), e.g. 224"),
     workers: Optional[int] = typer.Option(None, help="decoding processes (default: all cores)"),
+    exclude: Optional[Path] = typer.Option(
+        None, help="leave out the files a CSV lists (imgclf audit's audit.csv; an action column may say relabel)"),
     force: bool = typer.Option(False, help="replace an existing dataset folder made by imgclf"),
 ):
     """Scan SRC, reject undecodable files, drop duplicates, split train/val/test."""
@@ -65,7 +67,8 @@ def prepare(
     from .progress import default_workers
 
     cfg = PrepareConfig(src=src, out=out, labels_from_filename=labels_from_filename, val=val, test=test,
-                        seed=seed, materialize=materialize, workers=workers or default_workers(), force=force)
+                        seed=seed, materialize=materialize, workers=workers or default_workers(), force=force,
+                        exclude=exclude)
     ds = run_prepare(cfg)
     header, rows = summary_rows(ds)
     out_console.print(_table("images per split and class", header, rows))
@@ -74,6 +77,9 @@ def prepare(
         f"rejected: {info['rejected']} (see {out / 'rejected.csv'})   duplicates dropped: {info['duplicates']}"
         f" (see {out / 'duplicates.csv'})   other files ignored: {info['ignored_files']}"
     )
+    if "exclude" in info:
+        out_console.print(f"excluded {info['exclude']['excluded']}, relabelled {info['exclude']['relabelled']} "
+                          f"as {exclude} says (see {out / 'excluded.csv'})")
     for w in info.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {w}")
     if cache:
@@ -418,6 +424,41 @@ def serve(
     cfg = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb, views=views,
                       top_k=top_k)
     run_serve(model, host=host, port=port, cfg=cfg)
+
+
+@app.command()
+def audit(
+    data: Path = typer.Argument(..., help="dataset folder written by `imgclf prepare` (or a raw class folder)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for audit.csv, audit.html, audit.json"),
+    folds: int = typer.Option(5, help="cross-fitting folds: each image is scored by a model that never saw it"),
+    dup_threshold: float = typer.Option(0.90, help="feature cosine similarity that counts as a near-duplicate"),
+    outlier_z: float = typer.Option(5.0, help="robust z-score of the nearest-neighbour distance for an outlier"),
+    seed: int = typer.Option(0),
+    force: bool = typer.Option(False, help="replace an existing audit folder made by imgclf"),
+):
+    """Find probably mislabelled images, near-duplicates (across splits too) and outliers."""
+    start_workers()
+    from .audit import AuditConfig, KINDS, audit as run_audit
+
+    if not (data / "manifest.csv").is_file():
+        from .prepare import ensure_prepared
+
+        data = ensure_prepared(data, out.parent / f"{out.name}-data", seed)
+    res = run_audit(AuditConfig(data=data, out=out, folds=folds, dup_threshold=dup_threshold, outlier_z=outlier_z,
+                                seed=seed, force=force))
+    s = res.summary
+    for kind in KINDS:
+        top = [r for r in res.rows if r["kind"] == kind][:10]
+        if top:
+            out_console.print(_table(f"{kind}: {s['flagged'][kind]} flagged (top {len(top)})",
+                                     ["path", "split", "given", "suggested", "score", "detail"],
+                                     [[r["path"], r["split"], r["given"], r["suggested"], r["score"], r["detail"]]
+                                      for r in top]))
+    out_console.print(f"{s['images']} images, out-of-sample accuracy {s['out_of_sample_accuracy']:.2%}; flagged "
+                      + ", ".join(f"{n} {k}" for k, n in s["flagged"].items())
+                      + f" ({s['cross_split_duplicates']} duplicate pairs across splits) in {s['seconds']['total']:.0f} s")
+    out_console.print(f"wrote {out / 'audit.csv'} and {out / 'audit.html'}; to act on it: imgclf prepare SRC --out "
+                      f"DATA --exclude {out / 'audit.csv'}")
 
 
 @app.command()

@@ -34,6 +34,9 @@ class PrepareConfig:
     materialize: str = "none"
     workers: int = field(default_factory=default_workers)
     force: bool = False
+    # A CSV with a `path` column (imgclf audit's audit.csv): those files are left out, or relabelled
+    # where an `action` column says relabel (to `suggested`). Recorded in dataset.json and excluded.csv.
+    exclude: Path | None = None
 
     def validate(self) -> None:
         check_fractions(self.val, self.test)
@@ -70,8 +73,20 @@ def prepare(cfg: PrepareConfig) -> Dataset:
     found = scan(cfg.src, cfg.labels_from_filename)
     out = prepare_out_dir(cfg.out, cfg.force, "dataset")
 
-    paths = [p for p, _ in found.files]
-    label_of = {str(p): c for p, c in found.files}
+    files, excluded, edits = found.files, [], {}
+    if cfg.exclude is not None:
+        from .audit import read_exclusions
+
+        drop, relabel = read_exclusions(cfg.exclude)
+        unknown = sorted(set(relabel.values()) - set(found.classes))
+        if unknown:
+            raise ImgclfError(f"--exclude {cfg.exclude} relabels to classes not in {cfg.src}: {', '.join(unknown)}")
+        excluded = [(str(p), c, "excluded") for p, c in files if str(p) in drop]
+        edits = {str(p): (c, relabel[str(p)]) for p, c in files if str(p) in relabel and str(p) not in drop}
+        files = [(p, edits.get(str(p), (c, c))[1]) for p, c in files if str(p) not in drop]
+        excluded += [(p, old, f"relabelled {new}") for p, (old, new) in edits.items()]
+    paths = [p for p, _ in files]
+    label_of = {str(p): c for p, c in files}
     checked = list(pmap(check_file, paths, cfg.workers, "decode", chunksize=64))
 
     good, rejected, duplicates = [], [], []
@@ -118,12 +133,21 @@ def prepare(cfg: PrepareConfig) -> Dataset:
         "seed": cfg.seed,
         "fractions": {"train": round(1 - cfg.val - cfg.test, 6), "val": cfg.val, "test": cfg.test},
         "materialize": cfg.materialize,
+        **({"exclude": {"file": str(Path(cfg.exclude).resolve()), "sha256": _sha256(Path(cfg.exclude)),
+                        "excluded": sum(r[2] == "excluded" for r in excluded), "relabelled": len(edits),
+                        "listed_in": "excluded.csv"}} if cfg.exclude is not None else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if cfg.exclude is not None:
+        write_csv(out / "excluded.csv", ["path", "class", "action"], excluded)
     write_json(out / "dataset.json", info)
     if cfg.materialize != "none":
         materialize(rows, out, cfg.materialize)
     return load_dataset(out)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def materialize(rows, out: Path, how: str) -> None:
