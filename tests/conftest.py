@@ -86,3 +86,20 @@ def small_run(tmp_path_factory):
                                out=root / "data", workers=1))
     train_small_fastcnn(ds.root, root / "run")
     return root / "run"
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def chromium_page(p, viewport=(1200, 900)):
+    """(browser, page) on Debian's Chromium (Playwright never downloads one here), page errors
+    collected in page.errors."""
+    import shutil
+
+    browser = p.chromium.launch(executable_path=shutil.which("chromium") or shutil.which("chromium-browser"),
+                                args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    return browser, page

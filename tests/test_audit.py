@@ -92,11 +92,11 @@ def test_audit_page_in_headless_chromium(audited):
     from playwright.sync_api import sync_playwright
 
     res = audited[0]
-    errors = []
+    from conftest import chromium_page
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("pageerror", lambda e: errors.append(str(e)))
+        browser, page = chromium_page(p)
+        errors = page.errors
         page.goto((res.out / "audit.html").resolve().as_uri())
         widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
         headings = page.locator("h2").all_inner_texts()

@@ -50,14 +50,12 @@ def test_report_rebuilds_from_files(comparison, tmp_path):
 def test_report_renders_in_headless_chromium(comparison):
     from playwright.sync_api import sync_playwright
 
-    errors = []
+    from conftest import chromium_page
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        browser, page = chromium_page(p)
+        errors = page.errors
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((comparison / "report.html").resolve().as_uri())
         page.wait_for_load_state("load")
         widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")

@@ -173,13 +173,11 @@ def test_upload_page_in_headless_chromium(live, tmp_path):
     from playwright.sync_api import sync_playwright
 
     img = make_image(tmp_path / "a_red_one.png", COLORS["red"], size=(60, 60), seed=3, fmt="PNG")
-    errors = []
+    from conftest import chromium_page
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 900, "height": 700})
-        page.on("pageerror", lambda e: errors.append(str(e)))
+        browser, page = chromium_page(p, (900, 700))
+        errors = page.errors
         page.goto(live + "/")
         page.wait_for_selector("#meta:has-text('3 classes')")
         page.set_input_files("#file", str(img))

@@ -207,7 +207,10 @@ def outliers(x, probs, labels, paths, splits, classes, z: float) -> list[dict]:
     """Images far from every other: cleanlab's k-NN OOD score, flagged by a robust z-score."""
     from cleanlab.outlier import OutOfDistribution
 
-    score = OutOfDistribution().fit_score(features=x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+    import contextlib
+
+    with contextlib.redirect_stdout(io.StringIO()):  # cleanlab prints "Fitting OOD estimator ..."
+        score = OutOfDistribution().fit_score(features=x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
     d = -np.log(np.clip(score, 1e-12, None))  # cleanlab's score is exp(-distance): back to a distance
     med = np.median(d)
     mad = np.median(np.abs(d - med)) * 1.4826 + 1e-12

@@ -29,6 +29,7 @@ from .device import autocast, pick_device, resolve_precision
 from .errors import DecodeError, ImgclfError
 from .evaluate import tta_logits, view_sizes
 from .load import input_fn
+from .onnx_predict import describe  # the answer's format, shared with the torch-free runner
 from .runfolder import load_model, read_config
 
 VIEWS = ("all", "mirror", "none")
@@ -130,10 +131,7 @@ class Classifier:
         return results
 
     def describe(self, p: np.ndarray, name: str, top_k: int = 1) -> dict:
-        order = np.argsort(-p, kind="stable")[: max(1, top_k)]
-        return {"path": name, "class": self.classes[order[0]], "prob": float(p[order[0]]),
-                "top_k": [(self.classes[k], float(p[k])) for k in order],
-                "probs": {c: float(v) for c, v in zip(self.classes, p)}, "error": ""}
+        return describe(p, self.classes, name, top_k)
 
 
 def _name(img) -> str:

@@ -450,9 +450,11 @@ def audit(
     for kind in KINDS:
         top = [r for r in res.rows if r["kind"] == kind][:10]
         if top:
-            out_console.print(_table(f"{kind}: {s['flagged'][kind]} flagged (top {len(top)})",
-                                     ["path", "split", "given", "suggested", "score", "detail"],
-                                     [[r["path"], r["split"], r["given"], r["suggested"], r["score"], r["detail"]]
+            short = lambda p: f"{Path(p).parent.name}/{Path(p).name}"  # noqa: E731 (audit.csv has the whole path)
+            out_console.print(_table(f"{kind}: {s['flagged'][kind]} (top {len(top)})",
+                                     ["file", "split", "given", "suggested", "score", "detail"],
+                                     [[short(r["path"]), r["split"], r["given"], r["suggested"], r["score"],
+                                       r["detail"].replace(str(Path(r["path"]).parent.parent) + "/", "")]
                                       for r in top]))
     out_console.print(f"{s['images']} images, out-of-sample accuracy {s['out_of_sample_accuracy']:.2%}; flagged "
                       + ", ".join(f"{n} {k}" for k, n in s["flagged"].items())

@@ -106,10 +106,15 @@ class OnnxClassifier:
         return out
 
     def describe(self, p: np.ndarray, name: str, top_k: int = 1) -> dict:
-        order = np.argsort(-p, kind="stable")[: max(1, top_k)]
-        return {"path": name, "class": self.classes[order[0]], "prob": float(p[order[0]]),
-                "top_k": [(self.classes[k], float(p[k])) for k in order],
-                "probs": {c: float(v) for c, v in zip(self.classes, p)}, "error": ""}
+        return describe(p, self.classes, name, top_k)
+
+
+def describe(p: np.ndarray, classes: list[str], name: str, top_k: int = 1) -> dict:
+    """One image's answer, as imgclf's Classifier gives it too: best class first."""
+    order = np.argsort(-p, kind="stable")[: max(1, top_k)]
+    return {"path": name, "class": classes[order[0]], "prob": float(p[order[0]]),
+            "top_k": [(classes[k], float(p[k])) for k in order],
+            "probs": {c: float(v) for c, v in zip(classes, p)}, "error": ""}
 
 
 def main(argv=None) -> int:
