@@ -228,7 +228,7 @@ def evaluate(
         from .evaluate import evaluate_folder
 
         m, out = evaluate_folder(run, folder, device=device, labels_from_filename=labels_from_filename)
-        _print_metrics(m, f"{run} on {folder}: every image")
+        _print_metrics(m, f"{run} on {folder.name}")
         if m["rejected"]:
             console.print(f"[yellow]{m['rejected']} files could not be read: {out / 'rejected.csv'}[/yellow]")
         out_console.print(f"wrote {out / 'metrics.json'}, {out / 'confusion.png'}, {out / 'predictions.csv'}")
