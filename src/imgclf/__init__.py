@@ -7,6 +7,9 @@ The CLI is a thin shell over these functions; each stage lives in its own module
     result = train(TrainConfig(data="pets", out="run", max_seconds=300))  # best fastcnn for 5 min
     result = train(TrainConfig(data="pets", out="run2", model="seed-cnn", epochs=2))  # the tutorial's
     predict("run", ["my_cat.jpg"])
+    clf = Classifier("run"); clf.predict([pil_image, uint8_array])  # load once, predict many times
+    export("run")  # ONNX with its preprocessing written down, verified on the test split
+    audit(AuditConfig(data="pets", out="audit"))  # probably wrong labels, near-duplicates, outliers
 
 Names resolve lazily, so `import imgclf` stays fast and torch loads only when needed.
 """
@@ -22,7 +25,8 @@ _API = {
     "load_recipes": "recipes", "train": "train", "TrainConfig": "train", "evaluate_run": "train",
     "compare": "compare", "CompareConfig": "compare", "predict": "predict", "load_model": "runfolder",
     "show": "show", "run_demo": "demo",
-    "plan_run": "plan",
+    "plan_run": "plan", "Classifier": "classifier", "export": "export", "evaluate_folder": "evaluate",
+    "audit": "audit", "AuditConfig": "audit", "create_app": "serve",
 }
 __all__ = ["__version__", "DecodeError", "Diverged", "ImgclfError", "Interrupted", *_API]
 
