@@ -10,7 +10,6 @@ with what the default 5-minute plan picks for this folder here (`--model fastcnn
 finds caches the first one built. Both are then scored on the cleaned test split.
 """
 
-PLANNED = ["--model", "fastcnn-s-p3", "--size", "96", "--epochs", "13"]  # the 5-minute plan's pick, 10k PetImages
 
 from __future__ import annotations
 
@@ -22,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 from common import imgclf, machine, need_shared, table
+
+PLANNED = ["--model", "fastcnn-s-p3", "--size", "96", "--epochs", "13"]  # the 5-minute plan's pick, 10k PetImages
 
 
 def main() -> None:
