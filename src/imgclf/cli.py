@@ -497,7 +497,7 @@ def models():
 def demo(
     out: Path = typer.Option(Path("imgclf-demo"), "--out", "-o", help="folder for everything the demo writes"),
     epochs: int = typer.Option(2, help="epochs per optimizer in the tutorial's comparison"),
-    budget: float = typer.Option(40.0, help="seconds for the default classifier, planned"),
+    budget: float = typer.Option(60.0, help="seconds for the default classifier, planned"),
 ):
     """The whole pipeline on scikit-learn's bundled digits: the tutorial's comparison, then imgclf's default."""
     from .demo import run_demo
