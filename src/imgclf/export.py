@@ -16,6 +16,8 @@ than 0.1% of top-1 answers flip or accuracy moves by more than 0.1 points.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
@@ -163,29 +165,20 @@ def _export_pt2(graph, examples, path: Path, dynamic_batch: bool) -> None:
     tmp.replace(path)
 
 
-class _quiet_exporter:
+@contextlib.contextmanager
+def _quiet_exporter():
     """The exporters print progress lines and torchvision notices; the CLI has its own output."""
-
-    def __enter__(self):
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore")
-        self._levels = {n: logging.getLogger(n).level for n in ("torch", "onnxscript", "onnx_ir")}
-        for n in self._levels:
-            logging.getLogger(n).setLevel(logging.ERROR)
-        import contextlib
-        import io
-
-        self._out = contextlib.redirect_stdout(io.StringIO())
-        self._out.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._out.__exit__(*exc)
-        for n, lvl in self._levels.items():
-            logging.getLogger(n).setLevel(lvl)
-        self._w.__exit__(*exc)
-        return False
+    loggers = {n: logging.getLogger(n) for n in ("torch", "onnxscript", "onnx_ir")}
+    levels = {n: lg.level for n, lg in loggers.items()}
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            for lg in loggers.values():
+                lg.setLevel(logging.ERROR)
+            yield
+    finally:
+        for n, lg in loggers.items():
+            lg.setLevel(levels[n])
 
 
 def load_runner(path: Path):
