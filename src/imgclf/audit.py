@@ -198,7 +198,7 @@ def near_duplicates(x, labels, paths, splits, classes, threshold: float, block: 
         where = f"other split: {splits[i]} / {splits[j]}" if splits[i] != splits[j] else f"both {splits[i]}"
         conflict = f", labelled {classes[labels[i]]} there" if labels[i] != labels[j] else ""
         rows.append({"path": paths[j], "split": splits[j], "given": classes[labels[j]], "suggested": "",
-                     "score": f"{s:.4f}", "kind": "duplicate", "action": "exclude",
+                     "score": f"{s:.4f}", "kind": "duplicate", "action": "exclude", "other": paths[i],
                      "detail": f"near-duplicate of {paths[i]} ({where}{conflict})"})
     return rows
 
@@ -269,7 +269,7 @@ def write_page(path: Path, rows: list[dict], summary: dict, per_kind: int = 120)
         for r in mine[:per_kind]:
             pic = _thumb(r["path"])
             if k == "duplicate":
-                pic += " " + _thumb(r["detail"].split("near-duplicate of ", 1)[1].rsplit(" (", 1)[0])
+                pic += " " + _thumb(r["other"])
             label = (f"given <b>{e(r['given'])}</b>" + (f", looks like <b>{e(r['suggested'])}</b>"
                                                           if r["suggested"] and r["suggested"] != r["given"] else ""))
             cards.append(f"<div class='card{' pair' if k == 'duplicate' else ''}' data-kind='{k}'>{pic}<br>{label}"
