@@ -98,7 +98,8 @@ def _rescore(run: Path, tta: bool, size: int | None, sizes: list[int] | None) ->
 
     from imgclf.cache import open_cache
     from imgclf.device import pick_device, resolve_precision
-    from imgclf.evaluate import predict_logits, view_sizes
+    from imgclf.evaluate import predict_logits
+    from imgclf.views import view_sizes
     from imgclf.load import input_fn
     from imgclf.manifest import load_dataset
     from imgclf.runfolder import load_model, read_config

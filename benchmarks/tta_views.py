@@ -37,7 +37,7 @@ def main() -> None:
 
     from imgclf.cache import open_cache
     from imgclf.device import autocast
-    from imgclf.evaluate import tta_logits
+    from imgclf.views import tta_logits
     from imgclf.load import batches, input_fn
     from imgclf.manifest import load_dataset
     from imgclf.runfolder import load_model, read_config

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from common import baseline_args
 from imgclf.models import create_model
-from imgclf.recipes import PRESETS, build_optimizer
+from imgclf.optim import build_optimizer
+from imgclf.recipes import PRESETS
 
 
 class ImageFiles(Dataset):

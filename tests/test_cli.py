@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import COLORS, make_folder, make_image
 
-from conftest import make_folder, make_image, COLORS
 from imgclf.errors import ImgclfError
 
 

@@ -3,11 +3,15 @@
 import csv
 import json
 
+import numpy as np
 import pytest
-
+import torch
 from conftest import COLORS, make_image
+
 from imgclf.errors import ImgclfError
 from imgclf.evaluate import evaluate_folder
+from imgclf.models import create_model
+from imgclf.views import tta_logits
 
 
 def test_a_raw_class_folder_is_scored_whole_with_classes_matched_by_name(small_run, tmp_path):
@@ -46,3 +50,23 @@ def test_cli_evaluate_on_a_folder(small_run, tmp_path, capsys):
     assert main(["evaluate", str(small_run), str(src)]) == 0
     assert "accuracy: 100.00% of 2 images" in capsys.readouterr().out
     assert (small_run / "eval-more" / "metrics.json").is_file()
+
+
+def test_predict_logits_reads_the_views_beside_the_split(prepared):
+    from imgclf.cache import open_cache
+    from imgclf.evaluate import predict_logits
+    from imgclf.load import input_fn
+    from imgclf.manifest import load_dataset
+
+    ds = load_dataset(prepared.root)
+    big, small = open_cache(ds, 36, workers=1)["val"], open_cache(ds, 32, workers=1)["val"]
+    torch.manual_seed(0)
+    m = create_model("fastcnn-s", 2).eval()
+    f = input_fn(torch.device("cpu"), (0.5,) * 3, (0.25,) * 3, False)
+    got = predict_logits(m, big, f, torch.device("cpu"), "fp32", batch_size=3, tta=True, views=[small])
+    with torch.no_grad():
+        want = tta_logits(m, f(torch.from_numpy(np.array(big.images))), True,
+                          more=[f(torch.from_numpy(np.array(small.images)))])
+    assert np.allclose(got, want.numpy(), atol=1e-5)  # batch by batch, row for row
+    with pytest.raises(ImgclfError, match="other images"):
+        predict_logits(m, big, f, torch.device("cpu"), "fp32", views=[open_cache(ds, 32, workers=1)["test"]])

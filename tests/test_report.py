@@ -15,15 +15,16 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     from conftest import make_folder
+
     from imgclf.compare import CompareConfig, compare
     from imgclf.prepare import PrepareConfig, prepare
     from imgclf.recipes import Recipe
+    from imgclf.train import TrainConfig
 
     tmp = tmp_path_factory.mktemp("report")
     prepare(PrepareConfig(src=make_folder(tmp / "src", n=14), out=tmp / "data", workers=1))
     recipes = [Recipe("sgd", "sgd", lr=0.05, batch_size=8), Recipe("adam", "adam", lr=0.002, batch_size=8)]
-    compare(CompareConfig(data=tmp / "data", out=tmp / "cmp", recipes=recipes, epochs=2, seeds=2, workers=1,
-                          target=0.6))
+    compare(CompareConfig(base=TrainConfig(data=tmp / "data", out=tmp / "cmp", epochs=2, workers=1), recipes=recipes, seeds=2, target=0.6))
     return tmp / "cmp"
 
 
@@ -48,9 +49,8 @@ def test_report_rebuilds_from_files(comparison, tmp_path):
 
 @pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"), reason="no chromium here (CI installs it)")
 def test_report_renders_in_headless_chromium(comparison):
-    from playwright.sync_api import sync_playwright
-
     from conftest import chromium_page
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser, page = chromium_page(p)

@@ -1,7 +1,6 @@
 """imgclf serve: every endpoint and bad input through the ASGI client, micro-batching and the upload
 page on a live server on 127.0.0.1, the ONNX backend."""
 
-import io
 import os
 import shutil
 import socket
@@ -11,14 +10,13 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="pip install 'imgclf[serve]'")
 httpx = pytest.importorskip("httpx")
+from conftest import COLORS, make_image  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import COLORS, make_image  # noqa: E402
 from imgclf.serve import ServeConfig, create_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -2,10 +2,11 @@
 
 The CLI is a thin shell over these functions; each stage lives in its own module:
 
-    from imgclf import prepare, PrepareConfig, train, TrainConfig, compare, CompareConfig
+    from imgclf import prepare, PrepareConfig, plan, train, TrainConfig, compare, CompareConfig
     ds = prepare(PrepareConfig(src="PetImages", out="pets"))
-    result = train(TrainConfig(data="pets", out="run", max_seconds=300))  # best fastcnn for 5 min
+    result = train(plan(TrainConfig(data="pets", out="run", max_seconds=300)))  # best fastcnn for 5 min
     result = train(TrainConfig(data="pets", out="run2", model="seed-cnn", epochs=2))  # the tutorial's
+    rows = compare(CompareConfig(base=TrainConfig(data="pets", out="cmp", epochs=3), seeds=3))
     predict("run", ["my_cat.jpg"])
     clf = Classifier("run"); clf.predict([pil_image, uint8_array])  # load once, predict many times
     export("run")  # ONNX with its preprocessing written down, verified on the test split
@@ -22,10 +23,10 @@ _API = {
     "scan": "scan", "assign_splits": "split", "prepare": "prepare", "PrepareConfig": "prepare",
     "load_dataset": "manifest", "open_cache": "cache", "decode_image": "decode", "read_and_decode": "decode",
     "create_model": "models", "list_models": "models", "Recipe": "recipes", "PRESETS": "recipes",
-    "load_recipes": "recipes", "train": "train", "TrainConfig": "train", "evaluate_run": "train",
+    "load_recipes": "recipes", "train": "train", "TrainConfig": "train", "evaluate_run": "evaluate", "plan": "plan",
     "compare": "compare", "CompareConfig": "compare", "predict": "predict", "load_model": "runfolder",
     "show": "show", "run_demo": "demo",
-    "plan_run": "plan", "Classifier": "classifier", "export": "export", "evaluate_folder": "evaluate",
+    "Classifier": "classifier", "export": "export", "evaluate_folder": "evaluate",
     "audit": "audit", "AuditConfig": "audit", "create_app": "serve",
 }
 __all__ = ["__version__", "DecodeError", "Diverged", "ImgclfError", "Interrupted", *_API]

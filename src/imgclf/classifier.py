@@ -4,8 +4,8 @@
     clf.predict(["cat.jpg", pil_image, uint8_array])   # one dict per image, best class first
 
 Preprocessing is exactly the run's: each image is decoded by decode.py, squash-resized to the
-model's input size and to every extra test-time size the run recorded (evaluate.view_sizes), and
-the views are averaged as in evaluation (evaluate.tta_logits). On a run's own test files the
+model's input size and to every extra test-time size the run recorded (views.view_sizes), and
+the views are averaged as in evaluation (views.tta_logits). On a run's own test files the
 probabilities are those of its predictions.csv (tests/test_classifier.py checks it).
 
 Inputs, and where their pixels come from:
@@ -27,7 +27,7 @@ import torch
 from .decode import decode_image, read_file, resize_image, to_rgb_array
 from .device import autocast, pick_device, resolve_precision
 from .errors import DecodeError, ImgclfError
-from .evaluate import tta_logits, view_sizes
+from .views import tta_logits, view_sizes
 from .load import input_fn
 from .onnx_predict import describe  # the answer's format, shared with the torch-free runner
 from .runfolder import load_model, read_config

@@ -150,65 +150,40 @@ def train(
     t_command = time.perf_counter()  # a planned budget counts from here, auto-prepare included
     start_workers()  # decoding workers get torch while this process imports its own
     from .compare import parse_budget
-    from .models import get_spec
-    from .recipes import get_recipe, load_recipes, with_overrides
-    from .train import BALANCE_METHOD, TrainConfig, config_from_run, train as run_train
+    from .plan import plan
+    from .train import TrainConfig, config_from_run, train as run_train
 
     if resume:
         cfg = config_from_run(resume)
     else:
         if data is None or out is None:
             raise ImgclfError("train needs DATA and --out RUN (or --resume RUN)")
-        if not (data / "manifest.csv").is_file():
-            from .prepare import ensure_prepared
-
-            data = ensure_prepared(data, out.parent / f"{out.name}-data", seed)
         kind, amount = parse_budget(budget) or ("", None)
-        if model is None and (epochs is not None or kind in ("epochs", "steps") or size is not None):
-            from .plan import DEFAULT_MODEL
-
-            model = DEFAULT_MODEL  # a fixed length asked for: nothing to plan, the default model it is
-        if kind == "epochs":
-            epochs = int(amount)
-        if recipes:
-            by_name = {r.name: r for r in load_recipes(recipes)}
-            if optimizer not in by_name:
-                raise ImgclfError(f"--optimizer '{optimizer}' is not in {recipes} (has: {', '.join(by_name)})")
-            recipe = by_name[optimizer]
-        elif optimizer is not None:
-            recipe = get_recipe(optimizer)
-        elif model is not None:
-            recipe = get_spec(model).recipe or get_recipe("adam")
-        else:
-            recipe = None  # the plan picks the model, and with it the model's recipe
-        pretrained = pretrained or pretrained_path is not None
-        if pretrained and mode == "finetune" and lr is None and recipe is not None:
-            lr = recipe.lr / 10  # pretrained features are easily wrecked by a from-scratch lr
-            console.print(f"fine-tuning pretrained weights: lr {lr:.3g} (a tenth of {recipe.name}'s; --lr to change)")
-        if recipe is not None:
-            recipe = with_overrides(recipe, lr=lr, batch_size=batch_size, schedule=schedule)
-        elif (lr, batch_size, schedule) != (None, None, None):
-            raise ImgclfError("--lr, --batch-size and --schedule override a recipe: name a --model (or --optimizer)")
-        cfg = TrainConfig(data=data, out=out, model=model or "auto", recipe=recipe,
-                          epochs=(recipe.epochs if recipe else None) or epochs or 10, size=size, seed=seed,
-                          max_steps=int(amount) if kind == "steps" else None,
-                          max_seconds=_seconds_left(amount, t_command, model) if kind == "seconds" else None,
-                          device=device, precision=precision, channels_last=channels_last, hflip=hflip, vflip=vflip, force=force,
-                          compile=compile, pretrained=pretrained,
-                          pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode,
-                          keep=keep, patience=patience,
-                          balance=balance_method or (BALANCE_METHOD if balance else "none"),
-                          tensorboard=tensorboard)
+        cfg = plan(TrainConfig(
+            data=data, out=out, model=model or "auto", recipe=_recipe(optimizer, recipes),
+            epochs=int(amount) if kind == "epochs" else epochs, size=size, lr=lr, batch_size=batch_size,
+            schedule=schedule, seed=seed, max_steps=int(amount) if kind == "steps" else None,
+            max_seconds=amount if kind == "seconds" else None, device=device, precision=precision,
+            channels_last=channels_last, hflip=hflip, vflip=vflip, force=force, compile=compile,
+            pretrained=pretrained, pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode,
+            keep=keep, patience=patience, balance=balance_method or balance, tensorboard=tensorboard,
+        ), t_begin=t_command)
     result = run_train(cfg, resume=resume is not None)
     _print_metrics(result.metrics, f"{cfg.out}: test metrics")
     out_console.print(f"run folder: {result.run_dir}  (training {result.seconds:.1f} s; the whole command "
                       f"{time.perf_counter() - t_command:.1f} s); report: {result.run_dir / 'report.html'}")
 
 
-def _seconds_left(budget: float, t_command: float, model: str | None) -> float:
-    """A planned run (no --model) ends within `budget` of the command's start: subtract what
-    auto-prepare took. With a named model the budget is training time alone, as in compare."""
-    return budget if model else max(1e-3, budget - (time.perf_counter() - t_command))
+def _recipe(optimizer: str | None, recipes: Path | None):
+    """--optimizer NAME, looked up in --recipes FILE when given (else a preset, a model's or torch.optim's)."""
+    if not recipes:
+        return optimizer
+    from .recipes import load_recipes
+
+    by_name = {r.name: r for r in load_recipes(recipes)}
+    if optimizer not in by_name:
+        raise ImgclfError(f"--optimizer '{optimizer}' is not in {recipes} (has: {', '.join(by_name)})")
+    return by_name[optimizer]
 
 
 @app.command()
@@ -233,7 +208,7 @@ def evaluate(
             console.print(f"[yellow]{m['rejected']} files could not be read: {out / 'rejected.csv'}[/yellow]")
         out_console.print(f"wrote {out / 'metrics.json'}, {out / 'confusion.png'}, {out / 'predictions.csv'}")
         return
-    from .train import evaluate_run
+    from .evaluate import evaluate_run
 
     m = evaluate_run(run, split, folder or data, device)
     _print_metrics(m, f"{run}: {split} metrics")
@@ -293,17 +268,18 @@ def compare(
     start_workers()
     from .compare import CompareConfig, compare as run_compare
     from .recipes import get_recipe, load_recipes
+    from .train import TrainConfig
 
     pool = {r.name: r for r in load_recipes(recipes)} if recipes else {}
     names = [n.strip() for n in optimizers.split(",") if n.strip()]
     if recipes and optimizers == "vanilla-sgd,minibatch-sgd,momentum,adam":
         names = list(pool)  # a recipes file alone means: compare its recipes
     chosen = [pool[n] if n in pool else get_recipe(n) for n in names]
-    cfg = CompareConfig(data=data, out=out, recipes=chosen, model=model, epochs=epochs, seed=seed, seeds=seeds,
-                        resplit=resplit, budget=budget, target=target, tune_lr=tune_lr, tune_epochs=tune_epochs,
-                        jobs=jobs, device=device, precision=precision, force=force, hflip=hflip,
-                        pretrained=pretrained or pretrained_path is not None,
-                        pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)
+    base = TrainConfig(data=data, out=out, model=model, epochs=epochs, seed=seed, device=device, precision=precision,
+                       hflip=hflip, force=force, pretrained=pretrained,
+                       pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode)
+    cfg = CompareConfig(base=base, recipes=chosen, seeds=seeds, resplit=resplit, budget=budget, target=target,
+                        tune_lr=tune_lr, tune_epochs=tune_epochs, jobs=jobs)
     rows = run_compare(cfg, resume=resume)
     _print_ranking(rows, f"{out}: ranking on the test split")
     out_console.print(f"wrote {out / 'report.html'}, {out / 'summary.csv'}, {out / 'ranking.md'}, "
@@ -311,29 +287,13 @@ def compare(
 
 
 def _print_ranking(rows: list[dict], title: str) -> None:
-    multi = any(int(r.get("seeds", 1)) > 1 for r in rows)
-    target = any(r.get("target") not in (None, "") for r in rows)
-    header = ["rank", "recipe", "test acc"] + (["95% CI", "better than"] if multi else []) + \
-        ["precision", "F1"] + (["to target"] if target else []) + ["wall time"]
-    body = []
-    for r in rows:
-        if r.get("rank"):
-            acc = f"{r['test_accuracy']:.2%}" + (f" ± {r['test_accuracy_std']:.2%}" if multi else "")
-            line = [r["rank"], r["recipe"], acc]
-            if multi:
-                line += [f"{r['test_accuracy_ci_low']:.2%} to {r['test_accuracy_ci_high']:.2%}", r["better_than"] or "-"]
-            line += [f"{r['test_precision']:.3f}", f"{r['test_f1']:.3f}"]
-        else:
-            where = f" (epoch {r['diverged_epoch']})" if r["status"] == "diverged" else ""
-            line = ["-", r["recipe"], f"{r['status']}{where}"] + ([""] * 2 if multi else []) + ["", ""]
-        if target:
-            t = r.get("seconds_to_target", "")
-            line.append(f"{t:.1f} s" if isinstance(t, float) else (t or "never"))
-        line.append(f"{r['seconds']:.1f} s")
-        body.append(line)
-    out_console.print(_table(title, header, body))
-    if multi:
-        out_console.print("± is one std over seeds; 'better than': paired t-test over seeds, Holm-adjusted p < 0.05")
+    from .aggregate import MULTI_SEED_NOTE, ranking_table
+
+    seeds = max((int(r.get("seeds") or 1) for r in rows), default=1)
+    target = next((r["target"] for r in rows if r.get("target") not in (None, "")), None)
+    out_console.print(_table(title, *ranking_table(rows, seeds, target)))
+    if seeds > 1:
+        out_console.print(MULTI_SEED_NOTE)
 
 
 @app.command()

@@ -55,6 +55,7 @@ def run_demo(out: Path, epochs: int = 2, report: Callable = print, ranking: Call
     imgclf's default classifier within `budget` seconds. Horizontal flips are off throughout: a
     mirrored digit is another digit (or none). Returns {"ranking": rows, "default": test metrics}."""
     from .compare import CompareConfig, compare
+    from .plan import plan
     from .predict import predict
     from .prepare import PrepareConfig, prepare, summary_rows
     from .show import show
@@ -76,13 +77,13 @@ def run_demo(out: Path, epochs: int = 2, report: Callable = print, ranking: Call
            f"{epochs} epoch{'s' if epochs != 1 else ''} each, from the same initial weights. {few.capitalize()} far "
            "too few for this network to learn digits: the ranking compares the optimizers' first steps, not "
            "what a classifier reaches")
-    ranked = compare(CompareConfig(data=out / "data", out=out / "compare", epochs=epochs, hflip=False))
+    ranked = compare(CompareConfig(base=TrainConfig(data=out / "data", out=out / "compare", epochs=epochs, hflip=False)))
     if ranking:
         ranking(ranked, "the tutorial's experiment: ranking on the test split")
     report(f"[bold]5. imgclf's default classifier[/bold]: `imgclf train` with no model, planned to end within "
            f"{budget:.0f} s")
     try:
-        best = train(TrainConfig(data=out / "data", out=out / "default", max_seconds=budget, hflip=False))
+        best = train(plan(TrainConfig(data=out / "data", out=out / "default", max_seconds=budget, hflip=False)))
     except ImgclfError as e:  # a machine too slow for the budget: the plan's cheapest rung, untimed
         from .plan import LADDER
 

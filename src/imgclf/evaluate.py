@@ -1,8 +1,10 @@
-"""Stage 5: predictions on a split, scikit-learn metrics, confusion matrix, saved predictions."""
+"""Stage 5: predictions on a split, scikit-learn metrics, confusion matrix, saved predictions.
+
+`evaluate_model` scores a trained model on a cached split (train.py's last step), `evaluate_run`
+re-scores a finished run, `evaluate_folder` scores it on any labelled folder."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +12,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from .cache import CachedSplit
-from .device import autocast
+from .cache import CachedSplit, open_cache
+from .device import autocast, pick_device, resolve_precision
 from .errors import ImgclfError
 from .files import write_csv, write_json
-from .load import batches, resize_batch
+from .load import batches, input_fn
+from .manifest import load_dataset
+from .plots import plot_confusion
+from .runfolder import load_model, read_config
+from .views import tta_logits, view_sizes
 
 
 @torch.no_grad()
@@ -38,28 +44,42 @@ def predict_logits(model, split: CachedSplit, to_input, device, precision: str, 
     return torch.cat(out).numpy()
 
 
-def tta_logits(model, x: torch.Tensor, tta: bool, sizes: tuple[int, ...] | list[int] = (),
-               more: tuple[torch.Tensor, ...] | list[torch.Tensor] = ()) -> torch.Tensor:
-    """The model's float logits for a normalised batch. Test-time augmentation: `more` adds the
-    same images decoded at other sizes, `sizes` the batch resized to each of these sizes, `tta` the
-    mirror of every view; the result is then the log of the views' mean softmax (so its softmax is
-    the averaged probability, and losses stay comparable with a single view's)."""
-    views = [x, *more] + [resize_batch(x, s) for s in sizes]
-    if tta:
-        views += [v.flip(3) for v in views]
-    if len(views) == 1:
-        return model(x).float()
-    logp = torch.stack([model(v).float().log_softmax(1) for v in views])
-    return torch.logsumexp(logp, 0) - math.log(len(views))
+def evaluate_model(model, meta, split: CachedSplit, split_name: str, run: Path, device, precision: str,
+                   channels_last: bool, batch_size: int = 256, to_input=None, views=()) -> dict:
+    """Metrics on one split; writes metrics(.json), predictions and the confusion matrix PNG.
+    `views`: the split cached at the run's decoded test-time sizes (`view_sizes`)."""
+    to_input = to_input or input_fn(device, meta["mean"], meta["std"], channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=fmt)
+    logits = predict_logits(model, split, to_input, device, precision, batch_size, tta=meta.get("tta", False),
+                            sizes=view_sizes(meta)[1], views=views)
+    loss, probs, losses = loss_and_predictions(logits, split.labels)
+    pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
+    metrics = {"split": split_name, "loss": loss, **compute_metrics(split.labels, pred, meta["classes"])}
+    suffix = "" if split_name == "test" else f"-{split_name}"
+    write_json(run / f"metrics{suffix}.json", metrics)
+    save_predictions(run / f"predictions{suffix}.csv", split, probs, losses, meta["classes"])
+    plot_confusion(np.array(metrics["confusion_matrix"]), meta["classes"], run / f"confusion{suffix}.png",
+                   f"confusion matrix ({split_name})")
+    return metrics
 
 
-def view_sizes(meta: dict) -> tuple[list[int], list[int]]:
-    """A run's extra test-time views as (sizes decoded from the image file, sizes the evaluation
-    batch is resized to). Runs record `tta_decode` since the views came from the file: resizing
-    the 72 px batch to 64 px blurs the view (+0.1 test points over flips alone at 64 px, against
-    +0.6 decoded; BENCHMARKS.md); older runs keep the resized views they were scored with."""
-    sizes = [int(s) for s in meta.get("tta_sizes", [])]
-    return (sizes, []) if meta.get("tta_decode") else ([], sizes)
+def evaluate_run(run: Path | str, split: str = "test", data: Path | str | None = None,
+                 device: str = "auto") -> dict:
+    """Re-evaluate a finished run on a split of its dataset (or of `data`, prepared the same way)."""
+    run = Path(run)
+    cfg = read_config(run)
+    dev = pick_device(device)
+    model, meta = load_model(run, dev)
+    ds = load_dataset(data or cfg["data"])
+    if ds.classes != meta["classes"]:
+        raise ImgclfError(f"dataset classes {ds.classes} differ from the run's {meta['classes']}")
+    ds.split_rows(split)  # validates the split name
+    cached = open_cache(ds, meta["input_size"])[split]
+    views = [open_cache(ds, s)[split] for s in view_sizes(meta)[0]]
+    precision = resolve_precision(cfg.get("precision", "auto"), dev)
+    return evaluate_model(model, meta, cached, split, run, dev, precision, cfg.get("channels_last", True),
+                          views=views)
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
@@ -118,7 +138,6 @@ def evaluate_folder(run: Path | str, folder: Path | str, device: str = "auto", b
     confusion.png. Returns (metrics, that folder)."""
     from .classifier import Classifier
     from .errors import DecodeError
-    from .plots import plot_confusion
     from .progress import make_progress
     from .scan import scan
 

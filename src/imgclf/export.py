@@ -34,7 +34,7 @@ import torch.nn as nn
 from . import __version__
 from .classifier import VIEWS, Classifier
 from .errors import ImgclfError
-from .evaluate import tta_logits
+from .views import tta_logits
 from .files import atomic_write_bytes, prepare_out_dir, read_json, write_json
 
 FORMATS = ("onnx", "pt2")

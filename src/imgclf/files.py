@@ -112,12 +112,8 @@ def read_csv(path: Path | str) -> list[dict[str, str]]:
 MARKER = ".imgclf"
 
 
-def prepare_out_dir(out: Path, force: bool, kind: str) -> Path:
-    """Create output folder `out` for a `kind` of result (dataset, run, comparison, demo).
-
-    A non-empty folder is refused unless `force`; even then only a folder that imgclf itself
-    made (it holds the `.imgclf` marker) is cleared, so a mistyped path never deletes user files.
-    """
+def check_out_dir(out: Path, force: bool, kind: str) -> Path:
+    """Raise unless `out` may be written: new, empty, or (with `force`) a folder imgclf made."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ImgclfError(f"{kind} folder {out} exists and is not a folder; choose another path")
@@ -131,6 +127,17 @@ def prepare_out_dir(out: Path, force: bool, kind: str) -> Path:
                 f"{out} was not made by imgclf (no {MARKER} marker); refusing to delete it even "
                 "with --force: choose an empty or new folder"
             )
+    return out
+
+
+def prepare_out_dir(out: Path, force: bool, kind: str) -> Path:
+    """Create output folder `out` for a `kind` of result (dataset, run, comparison, demo).
+
+    A non-empty folder is refused unless `force`; even then only a folder that imgclf itself
+    made (it holds the `.imgclf` marker) is cleared, so a mistyped path never deletes user files.
+    """
+    out = check_out_dir(out, force, kind)
+    if out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(kind + "\n")

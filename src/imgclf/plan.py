@@ -1,10 +1,11 @@
 """Pick the model, input size and epochs that make the best use of a time budget on this machine.
 
-`imgclf train DATA` with no --model lands here. The run's budget (default DEFAULT_SECONDS) covers
+`imgclf train DATA` with no --model lands here: `plan(cfg)` turns a config whose model is "auto"
+into a concrete one that `train()` runs. The run's budget (default DEFAULT_SECONDS) covers
 everything from the command's start to its test metrics: what has already gone (auto-prepare),
 building the decoded cache, a short speed probe, training, and evaluation.
 
-The rule, from the ablations in BENCHMARKS.md ("fastcnn: accuracy against epochs"): a bigger
+The rule, from the ablations in docs/experiments.md ("Exploration: architecture, size, epochs"): a bigger
 model at a bigger size wins once it gets enough epochs to converge, and loses when it does not.
 So walk the ladder below from the most expensive rung down and take the first that fits at
 least its MIN_EPOCHS; give it as many epochs as fit, up to MAX_EPOCHS (past that the one-cycle
@@ -23,17 +24,17 @@ import torch
 import torch.nn as nn
 
 from .cache import cache_dir, open_cache
-from .device import autocast
+from .device import autocast, pick_device, resolve_precision
 from .errors import ImgclfError
+from .files import check_out_dir
+from .manifest import load_dataset
 from .models import create_model, get_spec
-from .models.fastcnn import VARIANTS, grid_pixels
+from .optim import build_optimizer, eval_sizes, param_groups
 from .progress import console
-from .recipes import build_optimizer, eval_sizes, param_groups
 
-DEFAULT_MODEL = "fastcnn-s"  # with no --model but a fixed --epochs: nothing to plan
 DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
 # (model, size, minimum epochs worth running), most expensive first. Measured on fastcnn-s
-# (BENCHMARKS.md, "fastcnn"): 96 px for 15 epochs (88.6%) lost to 64 px for 30 epochs (89.7%) in
+# (docs/experiments.md, "Exploration"): 96 px for 15 epochs (88.6%) lost to 64 px for 30 epochs (89.7%) in
 # about the same time, 64 px saturates near 90.4% by 40 epochs, 80 px for 30 epochs reached
 # 92.1%, and 160 px for 36 epochs 95.0%, where the wider fastcnn-m at 128 px for 35 epochs, at a
 # higher cost per epoch, reached 93.5%: input size buys more than width. So a bigger rung must
@@ -101,14 +102,29 @@ def _cache_sizes(recipe, size: int) -> set[int]:
     return {size, eval_size, *more}
 
 
-def _same_stages(a: str, b: str) -> bool:
-    """Two fastcnns alike but for the stem's patch (widths, depth), so their rates scale with the grid."""
-    return VARIANTS[a][:3] == VARIANTS[b][:3]
+def _same_family(a: str, b: str) -> bool:
+    """Two models alike but for the stem (ModelSpec.family), so their rates scale with the grid."""
+    return get_spec(a).family != "" and get_spec(a).family == get_spec(b).family
 
 
 def _sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def plan(cfg, t_begin: float | None = None):
+    """A config whose model is "auto" -> the same config with model, size, epochs, recipe and a
+    hard stop filled in, the plan recorded in `cfg.plan`; any other config comes back resolved.
+    The budget (cfg.max_seconds, default DEFAULT_SECONDS) counts from `t_begin` (a perf_counter
+    time; the CLI passes its own start, so that auto-prepare counts too), else from now."""
+    t_begin = time.perf_counter() if t_begin is None else t_begin
+    cfg = cfg.resolve()
+    if cfg.model != "auto":
+        return cfg
+    check_out_dir(cfg.out, cfg.force, "run")  # before the probes spend the budget
+    device = pick_device(cfg.device)
+    cfg, record = plan_run(cfg, load_dataset(cfg.data), device, resolve_precision(cfg.precision, device), t_begin)
+    return replace(cfg, plan=record)
 
 
 def plan_run(cfg, ds, device, precision: str, t_begin: float):
@@ -148,10 +164,10 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
             epoch_s, test_s = costs(recipe, size, rate)
             return math.floor((SAFETY * left - cache_s - test_s - TAIL_SECONDS) / epoch_s)
 
-        est = ref_rate * grid_pixels(ref_name, ref_size) / grid_pixels(name, size)  # if alike: rate ~ 1 / grid
         if (name, size) == (ref_name, ref_size):
             rate, how = ref_rate, "measured"
-        elif _same_stages(name, ref_name) and fit(est) < 0.8 * min_epochs:
+        elif _same_family(name, ref_name) and fit(
+                est := ref_rate * get_spec(ref_name).grid(ref_size) / get_spec(name).grid(size)) < 0.8 * min_epochs:
             rate, how = est, "estimated"  # out of reach even so: no probe
         else:
             rate, how = measure_rate(name, size, recipe, device, precision), "measured"

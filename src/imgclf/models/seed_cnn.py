@@ -15,7 +15,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True))
 
 
-@register_model("seed-cnn", input_size=224, description="the tutorial's 3-block CNN (224 px), bugs fixed")
+@register_model("seed-cnn", input_size=224, head="7", description="the tutorial's 3-block CNN (224 px), bugs fixed")
 def seed_cnn(num_classes: int) -> nn.Module:
     return nn.Sequential(
         _block(3, 32),  # 224 -> 112 -> 56

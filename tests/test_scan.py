@@ -1,10 +1,10 @@
-import numpy as np
-import pytest
+"""scan: class folders and Kaggle-style names, hidden files, empty classes, symlink loops."""
 
+import pytest
 from conftest import COLORS, make_image
+
 from imgclf.errors import ImgclfError
 from imgclf.scan import scan
-from imgclf.split import assign_splits
 
 
 def test_scan_folders_ignores_hidden_and_non_images(tmp_path):
@@ -48,19 +48,3 @@ def test_scan_survives_symlink_loop(tmp_path):
         make_image(tmp_path / c / "1.jpg", COLORS["red"])
     (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")
     assert len(scan(tmp_path).files) == 2
-
-
-def test_split_stratified_and_reproducible():
-    labels = ["a"] * 100 + ["b"] * 50
-    s1 = assign_splits(labels, 0.07, 0.30, seed=1)
-    assert s1 == assign_splits(labels, 0.07, 0.30, seed=1)
-    assert s1 != assign_splits(labels, 0.07, 0.30, seed=2)
-    arr, lab = np.array(s1), np.array(labels)
-    assert (arr[lab == "a"] == "test").sum() == 30 and (arr[lab == "b"] == "test").sum() == 15
-    assert (arr[lab == "a"] == "val").sum() == 7 and (arr[lab == "b"] == "val").sum() == 4
-
-
-@pytest.mark.parametrize("val,test", [(-0.1, 0.3), (0.5, 0.5), (0.1, 1.0)])
-def test_split_rejects_bad_fractions(val, test):
-    with pytest.raises(ImgclfError):
-        assign_splits(["a", "b"], val, test, 0)

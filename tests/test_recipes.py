@@ -1,26 +1,11 @@
+"""recipes: the tutorial's presets, recipes by name (torch.optim too), YAML files."""
+
 import pytest
 import torch
 
 from imgclf.errors import ImgclfError
-from imgclf.models import create_model, get_spec, list_models
-from imgclf.recipes import PRESETS, TUTORIAL_PRESETS, Recipe, build_optimizer, load_recipes, param_groups
-
-
-def test_seed_cnn_shape_and_logits():
-    m = create_model("seed-cnn", 3).eval()
-    assert get_spec("seed-cnn").input_size == 224
-    out = m(torch.randn(2, 3, 224, 224))
-    assert out.shape == (2, 3)
-    assert not any(isinstance(x, (torch.nn.Sigmoid, torch.nn.Softmax)) for x in m.modules())
-    assert m[4].in_features == 3 * 3 * 128
-
-
-def test_registry_errors():
-    assert "seed-cnn" in list_models()
-    with pytest.raises(ImgclfError, match="unknown"):
-        create_model("resnet9000", 2)
-    with pytest.raises(ImgclfError, match="at least 2"):
-        create_model("seed-cnn", 1)
+from imgclf.optim import build_optimizer, param_groups
+from imgclf.recipes import PRESETS, TUTORIAL_PRESETS, Recipe, load_recipes
 
 
 def test_presets_match_the_tutorial():
@@ -83,13 +68,3 @@ def test_optimizer_names_from_torch_optim_get_sensible_recipes():
         get_recipe("lbfgs")
     with pytest.raises(ImgclfError, match="neither a recipe"):
         get_recipe("lion")
-
-
-def test_models_lists_every_bundled_recipe(capsys):
-    from imgclf.cli import main
-
-    assert main(["models"]) == 0
-    out = capsys.readouterr().out
-    for name in ("vanilla-sgd", "minibatch-sgd", "momentum", "adam", "fastcnn"):
-        assert name in out
-    assert "Muon lr" in out and "0.05" in out
