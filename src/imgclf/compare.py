@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import distributed
 from .aggregate import run_name, seed_rows, summarize
 from .cache import open_cache
 from .errors import Diverged, ImgclfError
@@ -117,8 +118,33 @@ def parse_budget(budget: str | None) -> tuple[str, float] | None:
 
 
 def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
-    """Train every (recipe, seed) (skipping finished ones on resume) and rank; returns summary rows."""
+    """Train every (recipe, seed) (skipping finished ones on resume) and rank; returns summary rows.
+    Under torchrun the runs are dealt out over the processes, each run on its own (one process,
+    no gradient exchange); rank 0 sets up, waits for all, and summarises."""
     cfg.validate()
+    d = distributed.context()
+    cfg, units = distributed.broadcast(d, _setup(cfg, resume) if d.main else None)
+    mine = units[d.rank :: d.world]
+    _run_units(mine, cfg.jobs if not d.active else 1)
+    distributed.long_barrier(d)  # every run finished before the summary reads their folders
+    if not d.main:
+        return distributed.broadcast(d, None)
+    out = cfg.out
+    per_seed = seed_rows(out, cfg)
+    rows = summarize(out, cfg, per_seed)
+    histories = {r.name: [x["history"] for x in per_seed if x["recipe"] == r.name and x["history"]]
+                 for r in cfg.recipes}
+    plot_overlay(histories, "loss", out / "loss.png")
+    plot_overlay(histories, "acc", out / "accuracy.png")
+    from .report import build_report
+
+    build_report(out)
+    return distributed.broadcast(d, rows)
+
+
+def _setup(cfg: CompareConfig, resume: bool) -> tuple[CompareConfig, list[tuple[TrainConfig, dict, bool]]]:
+    """The comparison folder, its data, caches, shared initial weights and (--tune-lr) learning
+    rates; returns the config as tuned and the runs still to train."""
     out, base = cfg.out, cfg.base
     if resume:
         if not (out / "compare.json").is_file():
@@ -150,18 +176,7 @@ def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
                 console.print(f"[dim]{rc.out.name}: already {status}, skipped[/dim]")
                 continue
             units.append((rc, inits[s], resume and (rc.out / "checkpoint.pt").is_file()))
-    _run_units(units, cfg.jobs)
-
-    per_seed = seed_rows(out, cfg)
-    rows = summarize(out, cfg, per_seed)
-    histories = {r.name: [x["history"] for x in per_seed if x["recipe"] == r.name and x["history"]]
-                 for r in cfg.recipes}
-    plot_overlay(histories, "loss", out / "loss.png")
-    plot_overlay(histories, "acc", out / "accuracy.png")
-    from .report import build_report
-
-    build_report(out)
-    return rows
+    return cfg, units
 
 
 def _run_units(units: list[tuple[TrainConfig, dict, bool]], jobs: int) -> None:
@@ -188,7 +203,7 @@ def _worker_threads(n: int) -> None:
 def _train_unit(rc: TrainConfig, init: dict, resume: bool) -> None:
     console.print(f"[bold]{rc.out.name}[/bold]: {rc.recipe.description or rc.recipe.optimizer}")
     try:
-        train(rc, init_state=init, resume=resume)
+        train(rc, init_state=init, resume=resume, dist=distributed.SINGLE)  # a run of its own, even under torchrun
     except Diverged as e:
         console.print(f"[red]{rc.out.name} diverged[/red] ({e}); the other recipes carry on")
 

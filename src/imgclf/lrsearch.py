@@ -14,6 +14,7 @@ from .errors import Diverged
 from .files import read_csv, write_csv
 from .plots import plot_lr_search
 from .progress import console
+from .distributed import SINGLE
 from .train import train
 
 LR_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)  # x the recipe's lr: a log grid, two decades around the default
@@ -33,7 +34,7 @@ def tune_learning_rates(cfg, out: Path, data: Path, init: dict):
             status, val_acc, val_loss = "done", float("nan"), float("nan")
             console.print(f"[bold]tune {recipe.name}[/bold] lr {lr:g}")
             try:
-                res = train(rc, init_state=init)
+                res = train(rc, init_state=init, dist=SINGLE)  # one process, under torchrun too
                 val_acc, val_loss = res.history[-1]["val_acc"], res.history[-1]["val_loss"]
             except Diverged:
                 status = "diverged"

@@ -23,6 +23,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
+from . import distributed
 from .cache import cache_dir, open_cache
 from .device import autocast, pick_device, resolve_precision
 from .errors import ImgclfError
@@ -118,13 +119,22 @@ def plan(cfg, t_begin: float | None = None):
     The budget (cfg.max_seconds, default DEFAULT_SECONDS) counts from `t_begin` (a perf_counter
     time; the CLI passes its own start, so that auto-prepare counts too), else from now."""
     t_begin = time.perf_counter() if t_begin is None else t_begin
+    d = distributed.context()
+    if d.active:  # rank 0 resolves (prepares a raw folder) and plans; every rank runs its config
+        return distributed.broadcast(d, _plan(cfg, t_begin, d.world) if d.main else None)
+    return _plan(cfg, t_begin)
+
+
+def _plan(cfg, t_begin: float, processes: int = 1):
     cfg = cfg.resolve()
     if cfg.model != "auto":
         return cfg
     check_out_dir(cfg.out, cfg.force, "run")  # before the probes spend the budget
     device = pick_device(cfg.device)
     cfg, record = plan_run(cfg, load_dataset(cfg.data), device, resolve_precision(cfg.precision, device), t_begin)
-    return replace(cfg, plan=record)
+    # Under torchrun the probe measured one process alone; the ranks' combined rate is not assumed
+    # (on one CPU they share its cores), so the plan is the single process's: conservative.
+    return replace(cfg, plan={**record, "processes": processes} if processes > 1 else record)
 
 
 def plan_run(cfg, ds, device, precision: str, t_begin: float):

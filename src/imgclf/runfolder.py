@@ -24,12 +24,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .errors import ImgclfError
-from .files import atomic_write_bytes, read_json, write_csv, write_json
+from .files import atomic_write_bytes, prepare_out_dir, read_json, write_csv, write_json
 
 WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
 CHECKPOINT = "checkpoint.pt"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"]
+
+
+def start_run_folder(run: Path, resume: bool, force: bool, config: dict, precision: str, meta: dict, ds,
+                     environment: dict) -> None:
+    """A new run: its folder (refusing to overwrite without force) and config.json. A resumed
+    one: the temp files a killed write left behind, swept."""
+    if resume:
+        sweep_temp_files(run)
+    else:
+        prepare_out_dir(run, force, "run")
+        write_config(run, config, precision, meta, ds, environment)
 
 
 def write_config(run: Path, config: dict, precision: str, meta: dict, ds, environment: dict) -> None:

@@ -22,10 +22,12 @@ import torch.nn as nn
 
 from .cache import CachedSplit, open_cache
 from .device import autocast, environment, keep_freed_memory, pick_device, resolve_precision
+from . import distributed
+from .distributed import SINGLE, Dist, any_rank, aug_generator, barrier, broadcast, check_batch, in_turn, shard, sum_all
 from .ema import EMA
 from .errors import Diverged, ImgclfError, Interrupted
 from .evaluate import evaluate_model, loss_and_predictions, predict_logits
-from .files import prepare_out_dir, write_json
+from .files import write_json
 from .load import Augment, augment, batches, epoch_size, input_fn, resident
 from .manifest import load_dataset
 from .models import create_model, get_spec
@@ -34,8 +36,8 @@ from .plots import plot_history
 from .pretrained import MODES, load_pretrained, setup_probe, weights_file
 from .progress import console, default_workers, make_progress
 from .recipes import PRESETS, get_recipe, recipe_from_dict, with_overrides
-from .runfolder import (CHECKPOINT, load_checkpoint, read_config, save_checkpoint, save_weights, sweep_temp_files,
-                        write_config, write_history, write_status)
+from .runfolder import (CHECKPOINT, load_checkpoint, read_config, save_checkpoint, save_weights, start_run_folder,
+                        write_history, write_status)
 
 DEFAULT_MODEL = "fastcnn-s"  # no --model but a fixed length (--epochs, --budget steps, --size): nothing to plan
 KEEP = ("last", "best")
@@ -91,6 +93,9 @@ class TrainConfig:
     # True: BALANCE_METHOD, the one measured best.
     balance: str | bool = "none"
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard
+    # Under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm; CUDA only). Off:
+    # each rank normalises by its own share, as single-GPU training does at that per-rank batch.
+    sync_bn: bool = False
     plan: dict | None = None  # how plan.plan chose model, size and epochs (set by it, recorded in config.json)
 
     def resolve(self) -> "TrainConfig":
@@ -177,18 +182,21 @@ class RunResult:
     seconds: float
 
 
-def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = False) -> RunResult:
+def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = False,
+          dist: Dist | None = None) -> RunResult:
     """Train and evaluate; returns the result. Raises Diverged (after recording it) on NaN/inf loss.
-    `init_state`: starting weights (compare gives every recipe the same); `resume`: continue cfg.out."""
+    `init_state`: starting weights (compare gives every recipe the same); `resume`: continue cfg.out;
+    `dist`: this process's place in a torchrun job (default: from the environment; see distributed.py)."""
     cfg = cfg.resolve()
     if cfg.model == "auto":
         raise ImgclfError("a config with model 'auto' is planned first: train(plan(cfg)) picks the model, size "
                           "and epochs that fit its budget")
     keep_freed_memory()  # no page faults on every step's activations (device.py): up to 2x on CPU
+    d = distributed.context() if dist is None else dist
     run, recipe, spec = Path(cfg.out), cfg.recipe, get_spec(cfg.model)
-    device = pick_device(cfg.device)
+    device = distributed.device_for(d, pick_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
-    ds = load_dataset(cfg.data)
+    ds = distributed.same_dataset(d, load_dataset(cfg.data))
     probe = cfg.mode == "probe"  # frozen pretrained backbone: the head alone trains, on cached features
     size = spec.check_size(cfg.size)
     # Evaluate (val, test, and later predict) at eval_scale x the training size: see Recipe.eval_scale.
@@ -198,38 +206,42 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     tta_sizes = [] if probe else tta_sizes
     meta = {**spec.meta(eval_size), "classes": ds.classes, "num_classes": len(ds.classes), "tta": recipe.test_mirror,
             "tta_sizes": tta_sizes, "tta_decode": True, "train_size": size}
-    if resume:
-        sweep_temp_files(run)
-    else:  # config.json before any slow step: a run killed at any later point resumes
-        prepare_out_dir(run, cfg.force, "run")
-        write_config(run, cfg.to_dict(), precision, meta, ds, environment(device))
+    if d.main:  # config.json before any slow step: a run killed at any later point resumes
+        start_run_folder(run, resume, cfg.force, {**cfg.to_dict(), **({"processes": d.world} if d.active else {})},
+                         precision, meta, ds, environment(device))
+    barrier(d)
 
     # --- data --------------------------------------------------------------------------------------
     # Progressive resizing (Recipe.progressive): each epoch's training size is read from a cache of
     # its own; resizing every batch down from the final size's cache cost a third of a 64 px epoch.
     progressive = None if probe else recipe.progressive
     epoch_sizes = [epoch_size(size, e, cfg.epochs, progressive) for e in range(1, cfg.epochs + 1)]
-    caches, splits, views = open_data(ds, cfg, size, eval_size, tta_sizes, epoch_sizes, device)
+    caches, splits, views = in_turn(d, lambda: open_data(ds, cfg, size, eval_size, tta_sizes, epoch_sizes, device))
 
     # --- model -------------------------------------------------------------------------------------
-    model, weights_sha = build_model(cfg, spec, len(ds.classes), run, init_state, device)
+    model, weights_sha = build_model(cfg, spec, len(ds.classes), run if d.main else None, init_state, device)
     net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict keys
     trained = model  # the module whose weights train: all of them, or a probe's head
     to_input = input_fn(device, spec.mean, spec.std, cfg.channels_last)
     aug = Augment(hflip=recipe.hflip, vflip=cfg.vflip, translate=recipe.translate)
     if probe:
-        splits, trained, to_input, aug = setup_probe(ds, splits, model, spec, weights_sha, device, precision)
+        splits, trained, to_input, aug = in_turn(d, lambda: setup_probe(ds, splits, model, spec, weights_sha, device,
+                                                                      precision))
         net = trained
+    plain = net  # what evaluation runs: never the DDP wrapper, whose forward is a collective
+    net = distributed.wrap(net, d, device, cfg.sync_bn)
 
     # --- optimizer, schedule, random streams ---------------------------------------------------------
     loop, steps_per_epoch = make_loop(cfg, net, trained, splits["train"].labels, len(ds.classes), to_input, aug,
-                                      device, precision)
+                                      device, precision, d)
     torch.manual_seed(cfg.seed + 2)  # dropout stream, independent of the init above
     history, best = [], {"epoch": 0, "val_acc": -1.0, "state": None}  # best val epoch (--keep best, --patience)
-    if resume and (run / CHECKPOINT).is_file():  # else: killed before epoch 1 ended, start over
-        history, best = restore(load_checkpoint(run / CHECKPOINT), model, loop, best)
-    write_status(run, "running", epoch=len(history))
-    writer = tensorboard_writer(run, len(history)) if cfg.tensorboard else None
+    if resume and broadcast(d, (run / CHECKPOINT).is_file()):  # else: killed before epoch 1 ended, start over
+        history, best = restore(broadcast(d, load_checkpoint(run / CHECKPOINT) if d.main else None), model, loop, best)
+    writer = None
+    if d.main:
+        write_status(run, "running", epoch=len(history))
+        writer = tensorboard_writer(run, len(history)) if cfg.tensorboard else None
 
     # --- epochs --------------------------------------------------------------------------------------
     train_splits = {size: splits["train"]}  # by training size; more join as progressive resizing reaches them
@@ -247,10 +259,12 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         try:
             tr_loss, tr_acc, steps = train_epoch(loop, train_splits[tr_size], epoch, desc, budget, steps_done)
         except Diverged as e:
-            write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
+            if d.main:
+                write_status(run, "diverged", epoch=e.epoch, step=e.step, message=str(e))
             raise
         except KeyboardInterrupt:
-            write_status(run, "interrupted", epoch=len(history))
+            if d.main:
+                write_status(run, "interrupted", epoch=len(history))
             raise Interrupted(f"stopped in epoch {epoch}; {run} holds the checkpoint of epoch {len(history)}: "
                               f"continue with `imgclf train --resume {run}`") from None
         steps_done += steps
@@ -258,18 +272,21 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         # a curve that only watches progress: they join in the last epoch, whose val_acc is then the
         # saved model's.
         last = epoch == cfg.epochs or budget.spent
-        val_loss, val_acc = validate(loop.ema.module if loop.ema else net, splits["val"], views["val"] if last else [],
-                                     loop, cfg.eval_batch_size, recipe.test_mirror)
+        # Rank 0 validates (every val image once) and tells the others, so stopping rules agree.
+        val_loss, val_acc = broadcast(d, validate(
+            loop.ema.module if loop.ema else plain, splits["val"], views["val"] if last else [], loop,
+            cfg.eval_batch_size, recipe.test_mirror) if d.main else None)
         history.append({"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": val_loss,
                         "val_acc": val_acc, "lr": loop.optimizer.param_groups[0]["lr"],
                         "seconds": round(time.perf_counter() - t0, 3), "steps": steps_done})
-        write_history(run, history)
-        if writer is not None:
-            log_scalars(writer, history[-1])
         if val_acc > best["val_acc"]:
             best = {"epoch": epoch, "val_acc": val_acc, "state": copy.deepcopy(
                 (loop.ema.module if loop.ema else trained).state_dict()) if cfg.keep == "best" else None}
-        save_checkpoint(run, checkpoint(model, loop, history, best))
+        if d.main:
+            write_history(run, history)
+            if writer is not None:
+                log_scalars(writer, history[-1])
+            save_checkpoint(run, checkpoint(model, loop, history, best))
         if cfg.patience is not None and epoch - best["epoch"] >= cfg.patience and epoch < cfg.epochs:
             console.print(f"no better val accuracy for {cfg.patience} epochs (best {best['val_acc']:.2%}, epoch "
                           f"{best['epoch']}): training stops here (--patience)")
@@ -285,12 +302,14 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     if writer is not None:
         writer.close()
     meta["epoch_kept"] = keep_weights(trained, loop.ema, best, cfg.keep, len(history))
+    if not d.main:  # rank 0 writes the weights, evaluates on the test split and reports
+        return RunResult(run, "done", history, broadcast(d, None), time.perf_counter() - t_start)
     save_weights(run, model, meta)
     plot_history(history, "loss", run / "loss.png", f"{recipe.name}: loss")
     plot_history(history, "acc", run / "accuracy.png", f"{recipe.name}: accuracy")
     metrics = None
     if cfg.evaluate_test:
-        metrics = evaluate_model(net, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
+        metrics = evaluate_model(plain, meta, splits["test"], "test", run, device, precision, cfg.channels_last,
                                  cfg.eval_batch_size, to_input=to_input, views=views["test"])
     seconds = time.perf_counter() - t_start
     write_status(run, "done", epoch=len(history), seconds=round(seconds, 3), stopped_by_budget=stopped_early,
@@ -300,7 +319,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         from .report import build_report
 
         build_report(run)
-    return RunResult(run, "done", history, metrics, seconds)
+    return RunResult(run, "done", history, broadcast(d, metrics), seconds)
 
 
 # --- the steps of train(), in its order -----------------------------------------------------------------
@@ -318,7 +337,7 @@ def open_data(ds, cfg: TrainConfig, size: int, eval_size: int, tta_sizes: list[i
     return caches, splits, views
 
 
-def build_model(cfg: TrainConfig, spec, num_classes: int, run: Path, init_state: dict | None, device):
+def build_model(cfg: TrainConfig, spec, num_classes: int, run: Path | None, init_state: dict | None, device):
     """The model, seeded, with its pretrained weights (recorded in pretrained.json) or the shared
     `init_state`, on the device: (model, sha256 of the pretrained weights or "")."""
     torch.manual_seed(cfg.seed)  # model init stream
@@ -326,7 +345,9 @@ def build_model(cfg: TrainConfig, spec, num_classes: int, run: Path, init_state:
     weights_sha = ""
     if cfg.pretrained:
         path, weights_sha = weights_file(cfg.model, cfg.pretrained_path)
-        write_json(run / "pretrained.json", {**load_pretrained(model, path, spec), "sha256": weights_sha})
+        loaded = load_pretrained(model, path, spec)
+        if run is not None:  # rank 0's to record
+            write_json(run / "pretrained.json", {**loaded, "sha256": weights_sha})
     if init_state is not None:
         model.load_state_dict(init_state)  # compare: every recipe starts from the same weights
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -334,12 +355,15 @@ def build_model(cfg: TrainConfig, spec, num_classes: int, run: Path, init_state:
 
 
 def make_loop(cfg: TrainConfig, net, trained, labels: np.ndarray, num_classes: int, to_input, aug, device,
-              precision: str) -> tuple["Loop", int]:
+              precision: str, d: Dist = SINGLE) -> tuple["Loop", int]:
     """The optimizer, schedule, loss, EMA and random streams of a run: (loop, steps per epoch)."""
     recipe = cfg.recipe
     n_train = len(labels)
     drop_last = recipe.drop_last and n_train >= recipe.batch_size  # never drop the only batch
     steps_per_epoch = n_train // recipe.batch_size if drop_last else math.ceil(n_train / recipe.batch_size)
+    if d.active:  # each rank takes its share of every global batch; a last batch smaller than the world drops
+        check_batch(recipe.batch_size, d, recipe.name)
+        steps_per_epoch -= int(not drop_last and 0 < n_train % recipe.batch_size < d.world)
     total_steps = min(steps_per_epoch * cfg.epochs, cfg.max_steps or math.inf)
     optimizer = build_optimizer(recipe, param_groups(recipe, net))
     counts = np.bincount(labels, minlength=num_classes)
@@ -356,6 +380,7 @@ def make_loop(cfg: TrainConfig, net, trained, labels: np.ndarray, num_classes: i
         sides=(torch.rand(n_train, generator=torch.Generator().manual_seed(cfg.seed + 3)) < 0.5
                if aug.hflip and recipe.alternate_flips else None),
         draw=balanced_draw(labels, counts) if cfg.balance == "sampler" else None,
+        dist=d, seed=cfg.seed,
     )
     return loop, steps_per_epoch
 
@@ -403,6 +428,8 @@ class Loop:
     aug_gen: torch.Generator  # flips and shifts
     sides: torch.Tensor | None  # alternating flips: which images are mirrored in odd epochs
     draw: Callable | None  # the balanced sampler: generator -> this epoch's image order
+    dist: Dist = SINGLE  # under torchrun: this rank's share of each global batch (distributed.py)
+    seed: int = 0
 
 
 @dataclass
@@ -428,25 +455,37 @@ def train_epoch(loop: Loop, split: CachedSplit, epoch: int, desc: str, budget: B
     Loss/accuracy sums stay on the device until the bar refreshes, so batch-size-1 SGD is not
     slowed by a host sync per step; that sync is also the divergence check."""
     loop.net.train()
-    device = loop.device
-    n = len(split) - len(split) % loop.batch_size if loop.drop_last else len(split)  # images this epoch trains on
+    device, d = loop.device, loop.dist
+    batch_size, drop_last, aug_gen = loop.batch_size, loop.drop_last, loop.aug_gen
+    order = loop.draw(loop.order_gen) if loop.draw is not None else None
+    if d.active:  # the global order every rank draws alike, then this rank's share of each batch
+        order = order if order is not None else torch.randperm(len(split), generator=loop.order_gen)
+        order, global_sizes = shard(order, batch_size, d, drop_last)
+        batch_size, drop_last = batch_size // d.world, False
+        # Per-rank streams derived from (seed, epoch, rank): nothing rank-specific to checkpoint.
+        aug_gen = aug_generator(loop.seed, epoch, d)
+        torch.manual_seed(aug_generator(loop.seed + 2, epoch, d).initial_seed())  # dropout
+    n = len(order) if d.active else len(split) - len(split) % batch_size if drop_last else len(split)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, step, last_ui = 0, 0, 0.0
     with make_progress("img", "loss {task.fields[loss]} acc {task.fields[acc]}") as bar:
         task = bar.add_task(desc, total=n, loss="-", acc="-")
-        order = loop.draw(loop.order_gen) if loop.draw is not None else None
-        for x, y, rows in batches(split, loop.batch_size, shuffle=True, generator=loop.order_gen,
-                                  pin=device.type == "cuda", drop_last=loop.drop_last, with_index=True, order=order):
+        for x, y, rows in batches(split, batch_size, shuffle=True, generator=loop.order_gen,
+                                  pin=device.type == "cuda", drop_last=drop_last, with_index=True, order=order):
             if loop.aug.active:
-                x = augment(x, loop.aug, loop.aug_gen,
+                x = augment(x, loop.aug, aug_gen,
                             None if loop.sides is None else loop.sides[rows] ^ (epoch % 2 == 0))
             xb, yb = loop.to_input(x), y.to(device, non_blocking=True)
             with autocast(device, loop.precision):
                 logits = loop.net(xb)
             loss = loop.loss_fn(logits.float(), yb)
             loop.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if d.active:  # DDP averages the ranks' gradients: weigh each by its share of the global batch,
+                # so that the step is the single process's mean over that batch (an uneven last batch too)
+                (loss * (len(y) * d.world / global_sizes[step])).backward()
+            else:
+                loss.backward()
             loop.optimizer.step()
             loop.scheduler.step()
             step += 1
@@ -457,7 +496,11 @@ def train_epoch(loop: Loop, split: CachedSplit, epoch: int, desc: str, budget: B
             correct += (logits.argmax(1) == yb).sum()
             now = time.perf_counter()
             stop = budget.exhausted(step)
-            if now - last_ui > 0.25 or seen == n or stop:
+            if d.active and budget.deadline is not None:  # a clock may run out on one rank first
+                stop = budget.spent = any_rank(d, stop)
+            # The refresh syncs with the device and checks for divergence: on a time cadence alone,
+            # or under torchrun on a step cadence, so that every rank checks (and stops) at one step.
+            if (step % 16 == 0 if d.active else now - last_ui > 0.25) or seen == n or stop:
                 last_ui = now
                 total = float(loss_sum)
                 if not math.isfinite(total):
@@ -465,7 +508,8 @@ def train_epoch(loop: Loop, split: CachedSplit, epoch: int, desc: str, budget: B
                 bar.update(task, completed=seen, loss=f"{total / seen:.4f}", acc=f"{int(correct) / seen:.2%}")
             if stop:
                 break
-    return float(loss_sum) / seen, int(correct) / seen, step
+    total, right, seen = sum_all(d, float(loss_sum), int(correct), seen)  # over every rank's share
+    return total / seen, right / seen, step
 
 
 def checkpoint(model: nn.Module, loop: Loop, history: list[dict], best: dict) -> dict:
