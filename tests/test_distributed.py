@@ -213,3 +213,12 @@ def test_distributed_compare_equals_sequential(ddp_runs):
     table = lambda f: without_seconds(list(csv.DictReader(open(f, newline=""))))  # noqa: E731
     assert table(tmp / "cmp2" / "seeds.csv") == table(tmp / "cmp1" / "seeds.csv")
     assert table(tmp / "cmp2" / "summary.csv") == table(tmp / "cmp1" / "summary.csv")
+
+
+def test_a_planned_run_measures_what_the_processes_do_together(ddp_runs):
+    tmp, _ = ddp_runs
+    p = imgclf("train", tmp / "data", "--out", tmp / "planned", "--budget", "seconds=45", nproc=2, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    conf = json.loads((tmp / "planned" / "config.json").read_text())
+    assert conf["processes"] == 2 and conf["plan"]["processes"] == 2 and conf["plan"]["speedup_of_processes"] > 0
+    assert json.loads((tmp / "planned" / "status.json").read_text())["status"] == "done"

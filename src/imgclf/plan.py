@@ -69,15 +69,21 @@ CACHE_RATE = 2500.0  # img/s to budget for a cache build when choosing a rung (m
 TAIL_SECONDS = 6.0
 
 
-def measure_rate(model_name: str, size: int, recipe, device, precision: str, seconds: float = 1.0) -> float:
+def measure_rate(model_name: str, size: int, recipe, device, precision: str, seconds: float = 1.0,
+                 d: distributed.Dist = distributed.SINGLE) -> float:
     """Training images per second of one model at one size with the recipe's batch size and
-    optimizer (Muon's orthogonalisation costs ~10% of a step): two warm-up steps, then `seconds` of steps."""
+    optimizer (Muon's orthogonalisation costs ~10% of a step): two warm-up steps, then `seconds` of
+    steps. With `d` (every rank calling): the ranks together, each on its share of the batch,
+    gradients all-reduced as in training."""
     torch.manual_seed(0)
     fmt = torch.channels_last
     model = create_model(model_name, 2).to(device, memory_format=fmt).train()
-    opt = build_optimizer(recipe, param_groups(recipe, model))
-    x = torch.randn(recipe.batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 2, (recipe.batch_size,), device=device)
+    net = distributed.wrap(model, d, device, sync_bn=False)
+    opt = build_optimizer(recipe, param_groups(recipe, net))
+    b = distributed.check_batch(recipe.batch_size, d, recipe.name)
+    x = torch.randn(b, 3, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 2, (b,), device=device)
+    model = net
 
     def step():
         with autocast(device, precision):
@@ -90,7 +96,7 @@ def measure_rate(model_name: str, size: int, recipe, device, precision: str, sec
         step()
     _sync(device)
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while not distributed.any_rank(d, time.perf_counter() - t0 >= seconds):  # every rank stops at one step
         step()
         n += 1
     _sync(device)
@@ -120,24 +126,51 @@ def plan(cfg, t_begin: float | None = None):
     time; the CLI passes its own start, so that auto-prepare counts too), else from now."""
     t_begin = time.perf_counter() if t_begin is None else t_begin
     d = distributed.context()
-    if d.active:  # rank 0 resolves (prepares a raw folder) and plans; every rank runs its config
-        return distributed.broadcast(d, _plan(cfg, t_begin, d.world) if d.main else None)
-    return _plan(cfg, t_begin)
+    if not d.active:
+        return _plan(cfg, t_begin)
+    # Under torchrun: rank 0 resolves (prepares a raw folder), the ranks measure how much faster
+    # they train together than rank 0 alone, rank 0 plans with its rates scaled by that, and every
+    # rank runs the plan. (On one 2-core CPU the ranks share the cores; on N GPUs they do not.)
+    cfg = _after_rank0(d, lambda: cfg.resolve())
+    if cfg.model != "auto":
+        return cfg
+    speedup = _ranks_speedup(cfg, d)
+    return _after_rank0(d, lambda: _plan(cfg, t_begin, d.world, speedup))
 
 
-def _plan(cfg, t_begin: float, processes: int = 1):
+def _after_rank0(d, fn):
+    """fn() on rank 0 (prepare, plan: minutes, perhaps), its result on every rank."""
+    out = fn() if d.main else None
+    distributed.long_barrier(d)
+    return distributed.broadcast(d, out)
+
+
+def _ranks_speedup(cfg, d) -> float:
+    """The ranks' training rate together over rank 0's alone, on the cheapest rung."""
+    name, size, _ = LADDER[-1]
+    recipe = cfg.recipe or get_spec(name).recipe
+    device = distributed.device_for(d, pick_device(cfg.device))
+    precision = resolve_precision(cfg.precision, device)
+    alone = measure_rate(name, size, recipe, device, precision) if d.main else None
+    distributed.barrier(d)
+    together = measure_rate(name, size, recipe, device, precision, d=d)
+    return distributed.broadcast(d, together / alone if d.main else None)
+
+
+def _plan(cfg, t_begin: float, processes: int = 1, speedup: float = 1.0):
     cfg = cfg.resolve()
     if cfg.model != "auto":
         return cfg
     check_out_dir(cfg.out, cfg.force, "run")  # before the probes spend the budget
     device = pick_device(cfg.device)
-    cfg, record = plan_run(cfg, load_dataset(cfg.data), device, resolve_precision(cfg.precision, device), t_begin)
-    # Under torchrun the probe measured one process alone; the ranks' combined rate is not assumed
-    # (on one CPU they share its cores), so the plan is the single process's: conservative.
-    return replace(cfg, plan={**record, "processes": processes} if processes > 1 else record)
+    cfg, record = plan_run(cfg, load_dataset(cfg.data), device, resolve_precision(cfg.precision, device), t_begin,
+                           speedup)
+    if processes > 1:
+        record = {**record, "processes": processes, "speedup_of_processes": round(speedup, 3)}
+    return replace(cfg, plan=record)
 
 
-def plan_run(cfg, ds, device, precision: str, t_begin: float):
+def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1.0):
     """Return (cfg with model, size, epochs, recipe and max_seconds filled in, plan as a dict).
 
     Probes cost budget (a 1 s probe at 160 px took 6 s with its warm-up), so the cheapest rung is
@@ -149,7 +182,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
     budget = cfg.max_seconds or DEFAULT_SECONDS
     n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
     ref_name, ref_size, _ = LADDER[-1]
-    ref_rate = measure_rate(ref_name, ref_size, cfg.recipe or get_spec(ref_name).recipe, device, precision)
+    ref_rate = speedup * measure_rate(ref_name, ref_size, cfg.recipe or get_spec(ref_name).recipe, device, precision)
     rows = []
     choice = None
 
@@ -180,7 +213,7 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float):
                 est := ref_rate * get_spec(ref_name).grid(ref_size) / get_spec(name).grid(size)) < 0.8 * min_epochs:
             rate, how = est, "estimated"  # out of reach even so: no probe
         else:
-            rate, how = measure_rate(name, size, recipe, device, precision), "measured"
+            rate, how = speedup * measure_rate(name, size, recipe, device, precision), "measured"
         fits = fit(rate)
         rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "rate": how,
                      "epochs_fit": fits})
