@@ -217,8 +217,34 @@ def test_distributed_compare_equals_sequential(ddp_runs):
 
 def test_a_planned_run_measures_what_the_processes_do_together(ddp_runs):
     tmp, _ = ddp_runs
-    p = imgclf("train", tmp / "data", "--out", tmp / "planned", "--budget", "seconds=45", nproc=2, timeout=300)
+    p = imgclf("train", tmp / "data", "--out", tmp / "planned", "--budget", "seconds=30", nproc=2, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     conf = json.loads((tmp / "planned" / "config.json").read_text())
     assert conf["processes"] == 2 and conf["plan"]["processes"] == 2 and conf["plan"]["speedup_of_processes"] > 0
     assert json.loads((tmp / "planned" / "status.json").read_text())["status"] == "done"
+
+
+def test_a_single_process_run_resumes_on_two(ddp_runs, monkeypatch):
+    import imgclf.train as train_mod
+    from imgclf.errors import Interrupted
+    from imgclf.train import TrainConfig, train
+
+    tmp, _ = ddp_runs
+    real, calls = train_mod.train_epoch, []
+
+    def ctrl_c_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_epoch", ctrl_c_in_epoch_3)
+    with pytest.raises(Interrupted):
+        train(TrainConfig(data=tmp / "data", out=tmp / "one-two", model="seed-cnn", recipe="momentum", epochs=4,
+                          precision="fp32", hflip=False, batch_size=8, workers=1))
+    monkeypatch.undo()
+    p = imgclf("train", "--resume", tmp / "one-two", nproc=2, timeout=300)  # 1 -> 2
+    assert p.returncode == 0, p.stderr[-3000:]
+    h = history(tmp / "one-two")
+    assert [int(r["epoch"]) for r in h] == [1, 2, 3, 4] and int(h[-1]["steps"]) == 4 * int(h[0]["steps"])
+    assert json.loads((tmp / "one-two" / "status.json").read_text())["status"] == "done"
