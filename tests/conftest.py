@@ -38,6 +38,21 @@ def without_seconds(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
+def ctrl_c_in_epoch(monkeypatch, n: int) -> None:
+    """As if Ctrl-C came during train()'s n-th epoch (undo with monkeypatch.undo())."""
+    import imgclf.train as train_mod
+
+    real, calls = train_mod.train_epoch, []
+
+    def epoch(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_epoch", epoch)
+
+
 def copy_pets(shared: Path, dst: Path, per_class: int) -> Path:
     """The first `per_class` real PetImages of each class, copied into class folders."""
     import shutil

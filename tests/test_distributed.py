@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import without_seconds
+from conftest import ctrl_c_in_epoch, without_seconds
 
 from imgclf.distributed import Dist, shard
 
@@ -225,20 +225,11 @@ def test_a_planned_run_measures_what_the_processes_do_together(ddp_runs):
 
 
 def test_a_single_process_run_resumes_on_two(ddp_runs, monkeypatch):
-    import imgclf.train as train_mod
     from imgclf.errors import Interrupted
     from imgclf.train import TrainConfig, train
 
     tmp, _ = ddp_runs
-    real, calls = train_mod.train_epoch, []
-
-    def ctrl_c_in_epoch_3(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(train_mod, "train_epoch", ctrl_c_in_epoch_3)
+    ctrl_c_in_epoch(monkeypatch, 3)
     with pytest.raises(Interrupted):
         train(TrainConfig(data=tmp / "data", out=tmp / "one-two", model="seed-cnn", recipe="momentum", epochs=4,
                           precision="fp32", hflip=False, batch_size=8, workers=1))

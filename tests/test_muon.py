@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import without_seconds
+from conftest import ctrl_c_in_epoch, without_seconds
 
 from imgclf.errors import ImgclfError
 from imgclf.models import create_model
@@ -82,7 +82,6 @@ def test_muon_recipe_errors(bad, msg):
 def test_training_with_muon_is_deterministic_and_resumes_exactly(prepared, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    import imgclf.train as train_mod
     from imgclf.errors import Interrupted
     from imgclf.models import get_spec
     from imgclf.train import TrainConfig, config_from_run, train
@@ -98,17 +97,9 @@ def test_training_with_muon_is_deterministic_and_resumes_exactly(prepared, tmp_p
     assert without_seconds(full.history) == without_seconds(again.history) and full.metrics == again.metrics
     assert full.history[-1]["train_loss"] < full.history[0]["train_loss"]
 
-    real_epoch, calls = train_mod.train_epoch, []
-
-    def ctrl_c_in_epoch_2(*a, **k):  # as if Ctrl-C came during the second epoch
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*a, **k)
-
-    monkeypatch.setattr(train_mod, "train_epoch", ctrl_c_in_epoch_2)
+    ctrl_c_in_epoch(monkeypatch, 2)
     with pytest.raises(Interrupted):
         run("part")
-    monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
+    monkeypatch.undo()
     resumed = train(config_from_run(tmp_path / "part"), resume=True)  # Muon's momentum from the checkpoint
     assert without_seconds(resumed.history) == without_seconds(full.history) and resumed.metrics == full.metrics
