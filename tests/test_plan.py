@@ -38,3 +38,17 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
         plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "short", max_seconds=0.5, workers=1))
     with pytest.raises(ImgclfError, match="planned first"):  # train() runs concrete configs only
         train(TrainConfig(data=prepared.root, out=tmp_path / "short", max_seconds=60, workers=1))
+
+
+def test_a_budget_short_of_every_minimum_trains_the_cheapest_rung(prepared, tmp_path, monkeypatch):
+    import imgclf.plan as plan
+
+    # No rung affords its minimum epochs (a big folder's case): the cheapest trains what fits.
+    monkeypatch.setattr(plan, "LADDER", [("fastcnn-s", 96, 10_000), ("fastcnn-s-p3", 96, 10_000)])
+    monkeypatch.setattr(plan, "MAX_EPOCHS", 2)
+    cfg = plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "r", max_seconds=60, workers=1))
+    assert (cfg.model, cfg.size, cfg.epochs) == ("fastcnn-s-p3", 96, 2)
+    assert cfg.plan["measured"][-1]["epochs_fit"] < 10_000
+    # Short of one epoch: refused, naming the budget that would do
+    with pytest.raises(ImgclfError, match=r"too short .* give it --budget seconds=\d+ or more"):
+        plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "s", max_seconds=0.5, workers=1))

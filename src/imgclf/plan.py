@@ -8,8 +8,10 @@ building the decoded cache, a short speed probe, training, and evaluation.
 The rule, from the ablations in docs/experiments.md ("Exploration: architecture, size, epochs"): a bigger
 model at a bigger size wins once it gets enough epochs to converge, and loses when it does not.
 So walk the ladder below from the most expensive rung down and take the first that fits at
-least its MIN_EPOCHS; give it as many epochs as fit, up to MAX_EPOCHS (past that the one-cycle
-schedule gains nothing measurable). Throughput is measured here, on this machine, not assumed,
+least its minimum epochs; give it as many epochs as fit, up to MAX_EPOCHS (past that the
+one-cycle schedule gains nothing measurable). When no rung affords its minimum (a large folder
+or a short budget), the cheapest rung trains for the epochs that do fit; only a budget short of
+one epoch of it is refused, with the budget that would do. Throughput is measured here, on this machine, not assumed,
 so the same rule picks big on a GPU and small on a laptop; a rung that even an optimistic
 estimate puts out of reach is not probed (probes spend the budget too).
 """
@@ -220,12 +222,15 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1
         if how == "measured" and fits >= min_epochs:
             choice = (name, size, recipe, rate)
             break
-    if choice is None:
-        name, size, _ = LADDER[-1]
+    if choice is None and fits >= 1:  # no rung affords its minimum: the cheapest, for what fits
+        choice = (name, size, recipe, rate)
+    elif choice is None:  # not one epoch of the cheapest rung: say what budget would do
+        epoch_s, test_s = costs(recipe, size, rate)
+        need = time.perf_counter() - t_begin + (cache_s + test_s + TAIL_SECONDS + epoch_s) / SAFETY
         raise ImgclfError(
-            f"--budget seconds={budget:g} is too short for {len(ds.rows)} images on this machine "
-            f"({name} at {size}px trains {ref_rate:.0f} img/s); give it more seconds or "
-            f"name a model and --epochs"
+            f"--budget seconds={budget:g} is too short for {len(ds.rows)} images on this machine: one epoch of "
+            f"{name} at {size}px ({rate:.0f} img/s), its caches and the test pass need about {math.ceil(need)} s; "
+            f"give it --budget seconds={math.ceil(need)} or more, or name a model and --epochs"
         )
     name, size, recipe, rate = choice
     for s in _cache_sizes(recipe, size):  # build them now: what is left is then known
