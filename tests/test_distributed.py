@@ -239,3 +239,12 @@ def test_a_single_process_run_resumes_on_two(ddp_runs, monkeypatch):
     h = history(tmp / "one-two")
     assert [int(r["epoch"]) for r in h] == [1, 2, 3, 4] and int(h[-1]["steps"]) == 4 * int(h[0]["steps"])
     assert json.loads((tmp / "one-two" / "status.json").read_text())["status"] == "done"
+
+
+def test_bad_distributed_options_are_one_line_errors(ddp_runs):
+    tmp, _ = ddp_runs
+    p = imgclf("train", tmp / "data", "--out", tmp / "bad", "--model", "fastcnn-s", "--epochs", "1", "--sync-bn")
+    assert p.returncode == 2 and "--sync-bn" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp / "bad").exists()  # refused before anything was written
+    p = imgclf("train", tmp / "data", "--out", tmp / "bad", "--nproc", "0")
+    assert p.returncode == 2 and "--nproc must be >= 1" in p.stderr

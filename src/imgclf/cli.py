@@ -33,6 +33,8 @@ def _version(value: bool) -> None:
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print imgclf's version and exit")):
     """Folder of labelled images in; trained, evaluated, honestly compared classifiers out."""
+
+
 _ARGV: list[str] = []  # the command line, for --nproc to hand to torchrun
 out_console = Console(width=None if sys.stdout.isatty() else 120)  # results go to stdout; progress and errors to stderr
 

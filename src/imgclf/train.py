@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -159,6 +160,8 @@ class TrainConfig:
             raise ImgclfError(f"--patience must be >= 1 epoch, got {self.patience}")
         if self.balance not in (*BALANCE, True, False):
             raise ImgclfError(f"--balance must be one of {', '.join(BALANCE)}, got '{self.balance}'")
+        if self.sync_bn and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            raise ImgclfError("--sync-bn synchronises BatchNorm across processes: use it with --nproc or torchrun")
         if self.tensorboard:
             try:
                 import tensorboard  # noqa: F401
