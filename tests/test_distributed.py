@@ -61,6 +61,7 @@ def _epoch(d: Dist):
     from imgclf.optim import Recipe, build_optimizer, build_scheduler, param_groups
     from imgclf.train import Budget, Loop, train_epoch
 
+    torch.set_num_threads(1)  # one thread in every process: the same order of float sums within a kernel
     rng = np.random.default_rng(0)
     split = CachedSplit(images=rng.integers(0, 256, (21, 8, 8, 3), dtype=np.uint8),
                         labels=rng.integers(0, 2, 21), paths=[str(i) for i in range(21)])
@@ -93,7 +94,11 @@ def test_two_ranks_take_exactly_the_single_process_steps(tmp_path):
 
     mp.spawn(_rank, args=(str(tmp_path / "init"), str(tmp_path / "two.pt")), nprocs=2)
     two, loss2, acc2, steps2 = torch.load(tmp_path / "two.pt", weights_only=True)
-    one, loss1, acc1, steps1 = _epoch(Dist())
+    threads = torch.get_num_threads()
+    try:
+        one, loss1, acc1, steps1 = _epoch(Dist())
+    finally:
+        torch.set_num_threads(threads)
     assert steps2 == steps1 == 3 and acc2 == acc1 and abs(loss2 - loss1) < 1e-6
     for k in one:  # the same updates, up to the order of float sums
         assert torch.allclose(two[k], one[k], atol=1e-6), k

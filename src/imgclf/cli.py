@@ -288,6 +288,8 @@ def compare(
     force: bool = typer.Option(False, help="replace an existing comparison folder made by imgclf"),
 ):
     """Train the same model from the same weights once per optimizer recipe (and seed); rank them."""
+    if jobs > 1 and (nproc > 1 or "WORLD_SIZE" in os.environ):
+        raise ImgclfError("--jobs and --nproc both spread the runs over processes: pick one")
     _launch_if(nproc)
     start_workers()
     from .compare import CompareConfig, compare as run_compare

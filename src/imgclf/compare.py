@@ -123,7 +123,9 @@ def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
     no gradient exchange); rank 0 sets up, waits for all, and summarises."""
     cfg.validate()
     d = distributed.context()
-    cfg, units = distributed.broadcast(d, _setup(cfg, resume) if d.main else None)
+    setup = _setup(cfg, resume) if d.main else None  # with --tune-lr: minutes, perhaps hours
+    distributed.long_barrier(d)
+    cfg, units = distributed.broadcast(d, setup)
     mine = units[d.rank :: d.world]
     _run_units(mine, cfg.jobs if not d.active else 1)
     distributed.long_barrier(d)  # every run finished before the summary reads their folders

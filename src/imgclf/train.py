@@ -306,6 +306,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         writer.close()
     meta["epoch_kept"] = keep_weights(trained, loop.ema, best, cfg.keep, len(history))
     if not d.main:  # rank 0 writes the weights, evaluates on the test split and reports
+        distributed.long_barrier(d)  # however long the test pass takes
         return RunResult(run, "done", history, broadcast(d, None), time.perf_counter() - t_start)
     save_weights(run, model, meta)
     plot_history(history, "loss", run / "loss.png", f"{recipe.name}: loss")
@@ -322,6 +323,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         from .report import build_report
 
         build_report(run)
+    distributed.long_barrier(d)
     return RunResult(run, "done", history, broadcast(d, metrics), seconds)
 
 
