@@ -123,14 +123,12 @@ def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
     no gradient exchange); rank 0 sets up, waits for all, and summarises."""
     cfg.validate()
     d = distributed.context()
-    setup = _setup(cfg, resume) if d.main else None  # with --tune-lr: minutes, perhaps hours
-    distributed.long_barrier(d)
-    cfg, units = distributed.broadcast(d, setup)
+    cfg, units = distributed.share(d, _setup(cfg, resume) if d.main else None)  # --tune-lr: minutes, or hours
     mine = units[d.rank :: d.world]
     _run_units(mine, cfg.jobs if not d.active else 1)
     distributed.long_barrier(d)  # every run finished before the summary reads their folders
     if not d.main:
-        return distributed.broadcast(d, None)
+        return distributed.share(d, None)
     out = cfg.out
     per_seed = seed_rows(out, cfg)
     rows = summarize(out, cfg, per_seed)
@@ -141,7 +139,7 @@ def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
     from .report import build_report
 
     build_report(out)
-    return distributed.broadcast(d, rows)
+    return distributed.share(d, rows)
 
 
 def _setup(cfg: CompareConfig, resume: bool) -> tuple[CompareConfig, list[tuple[TrainConfig, dict, bool]]]:

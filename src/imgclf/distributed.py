@@ -80,8 +80,6 @@ def device_for(d: Dist, device: torch.device) -> torch.device:
 def wrap(net: torch.nn.Module, d: Dist, device: torch.device, sync_bn: bool) -> torch.nn.Module:
     """The module as it trains: wrapped in DistributedDataParallel under torchrun (its backward
     all-reduces the gradients, so every rank's optimizer takes the same step)."""
-    if sync_bn and not d.active:
-        raise ImgclfError("--sync-bn synchronises BatchNorm across processes: use it with --nproc or torchrun")
     if not d.active:
         return net
     if sync_bn:
@@ -132,6 +130,13 @@ def broadcast(d: Dist, obj):
     return box[0]
 
 
+def share(d: Dist, obj):
+    """Rank 0's `obj` on every rank, however long rank 0 took to make it (a test pass, a plan, a
+    learning-rate search): the others wait at `long_barrier`, not a timed collective."""
+    long_barrier(d)
+    return broadcast(d, obj)
+
+
 def same_dataset(d: Dist, ds):
     """The dataset, after checking that every rank reads the one rank 0 reads (by its manifest's hash)."""
     if broadcast(d, ds.manifest_sha256) != ds.manifest_sha256:
@@ -174,9 +179,9 @@ def shard(order: torch.Tensor, batch_size: int, d: Dist, drop_last: bool) -> tup
     return (torch.cat(parts) if parts else order[:0]), sizes
 
 
-def aug_generator(seed: int, epoch: int, d: Dist) -> torch.Generator:
-    """The augmentation stream of one rank in one epoch."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_009 + d.rank)
+def rank_seed(seed: int, epoch: int, d: Dist) -> int:
+    """The seed of one rank's random stream (augmentation, dropout) in one epoch."""
+    return (seed * 1_000_003 + epoch) * 1_009 + d.rank
 
 
 def check_batch(batch_size: int, d: Dist, recipe_name: str) -> int:
@@ -191,8 +196,6 @@ def launch(nproc: int, argv: list[str]) -> int:
     """`imgclf ... --nproc N`: run the same command under torchrun on this machine."""
     from torch.distributed.run import main as torchrun
 
-    if nproc < 1:
-        raise ImgclfError(f"--nproc must be >= 1, got {nproc}")
     args = ["--standalone", "--nproc-per-node", str(nproc), "-m", "imgclf", *argv]
     try:
         torchrun(args)

@@ -85,11 +85,10 @@ def measure_rate(model_name: str, size: int, recipe, device, precision: str, sec
     b = distributed.check_batch(recipe.batch_size, d, recipe.name)
     x = torch.randn(b, 3, size, size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 2, (b,), device=device)
-    model = net
 
     def step():
         with autocast(device, precision):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
+            loss = nn.functional.cross_entropy(net(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -133,18 +132,11 @@ def plan(cfg, t_begin: float | None = None):
     # Under torchrun: rank 0 resolves (prepares a raw folder), the ranks measure how much faster
     # they train together than rank 0 alone, rank 0 plans with its rates scaled by that, and every
     # rank runs the plan. (On one 2-core CPU the ranks share the cores; on N GPUs they do not.)
-    cfg = _after_rank0(d, lambda: cfg.resolve())
+    cfg = distributed.share(d, cfg.resolve() if d.main else None)
     if cfg.model != "auto":
         return cfg
     speedup = _ranks_speedup(cfg, d)
-    return _after_rank0(d, lambda: _plan(cfg, t_begin, d.world, speedup))
-
-
-def _after_rank0(d, fn):
-    """fn() on rank 0 (prepare, plan: minutes, perhaps), its result on every rank."""
-    out = fn() if d.main else None
-    distributed.long_barrier(d)
-    return distributed.broadcast(d, out)
+    return distributed.share(d, _plan(cfg, t_begin, d.world, speedup) if d.main else None)
 
 
 def _ranks_speedup(cfg, d) -> float:

@@ -24,7 +24,7 @@ import torch.nn as nn
 from .cache import CachedSplit, open_cache
 from .device import autocast, environment, keep_freed_memory, pick_device, resolve_precision
 from . import distributed
-from .distributed import SINGLE, Dist, any_rank, aug_generator, barrier, broadcast, check_batch, in_turn, shard, sum_all
+from .distributed import SINGLE, Dist, any_rank, barrier, broadcast, check_batch, in_turn, rank_seed, shard, share, sum_all
 from .ema import EMA
 from .errors import Diverged, ImgclfError, Interrupted
 from .evaluate import evaluate_model, loss_and_predictions, predict_logits
@@ -306,8 +306,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         writer.close()
     meta["epoch_kept"] = keep_weights(trained, loop.ema, best, cfg.keep, len(history))
     if not d.main:  # rank 0 writes the weights, evaluates on the test split and reports
-        distributed.long_barrier(d)  # however long the test pass takes
-        return RunResult(run, "done", history, broadcast(d, None), time.perf_counter() - t_start)
+        return RunResult(run, "done", history, share(d, None), time.perf_counter() - t_start)
     save_weights(run, model, meta)
     plot_history(history, "loss", run / "loss.png", f"{recipe.name}: loss")
     plot_history(history, "acc", run / "accuracy.png", f"{recipe.name}: accuracy")
@@ -323,8 +322,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
         from .report import build_report
 
         build_report(run)
-    distributed.long_barrier(d)
-    return RunResult(run, "done", history, broadcast(d, metrics), seconds)
+    return RunResult(run, "done", history, share(d, metrics), seconds)
 
 
 # --- the steps of train(), in its order -----------------------------------------------------------------
@@ -468,8 +466,8 @@ def train_epoch(loop: Loop, split: CachedSplit, epoch: int, desc: str, budget: B
         order, global_sizes = shard(order, batch_size, d, drop_last)
         batch_size, drop_last = batch_size // d.world, False
         # Per-rank streams derived from (seed, epoch, rank): nothing rank-specific to checkpoint.
-        aug_gen = aug_generator(loop.seed, epoch, d)
-        torch.manual_seed(aug_generator(loop.seed + 2, epoch, d).initial_seed())  # dropout
+        aug_gen = torch.Generator().manual_seed(rank_seed(loop.seed, epoch, d))
+        torch.manual_seed(rank_seed(loop.seed + 2, epoch, d))  # dropout
     n = len(order) if d.active else len(split) - len(split) % batch_size if drop_last else len(split)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
