@@ -146,10 +146,24 @@ def test_class_weights_and_balanced_draw():
     w = class_weights(np.array([900, 100, 0]))
     assert w.tolist() == pytest.approx([1000 / 1800, 1000 / 200, 0.0])  # mean 1 over the present classes
     labels = np.array([0] * 900 + [1] * 100)
-    draw = balanced_draw(labels, np.bincount(labels))
+    draw = balanced_draw(labels, np.bincount(labels), len(labels))
     idx = draw(torch.Generator().manual_seed(0))
     assert len(idx) == 1000 and 0.45 < (labels[idx.numpy()] == 1).mean() < 0.55  # each class half the time
     assert torch.equal(idx, draw(torch.Generator().manual_seed(0)))  # seeded
+
+
+def test_epoch_subsets_are_new_each_epoch_and_train_fewer_steps(prepared, tmp_path):
+    from conftest import train_small_fastcnn
+    from imgclf.train import subset_draw
+
+    draw, gen = subset_draw(100, 30), torch.Generator().manual_seed(0)
+    a, b = draw(gen), draw(gen)
+    assert len(a) == len(set(a.tolist())) == 30 and not torch.equal(a, b)  # no repeats within, new each epoch
+    n_train = len(prepared.split_rows("train"))
+    res = train_small_fastcnn(prepared.root, tmp_path / "sub", epochs=2, epoch_images=n_train // 2)
+    steps = torch.load(tmp_path / "sub" / "checkpoint.pt", weights_only=True)["scheduler"]["last_epoch"]
+    assert res.status == "done" and len(res.history) == 2
+    assert steps == 2 * ((n_train // 2) // 8)  # two epochs of half the images, batch 8, the last partial one dropped
 
 
 @pytest.mark.parametrize("method", ["weights", "sampler"])

@@ -53,9 +53,10 @@ BALANCE_METHOD = "weights"
 class TrainConfig:
     data: Path
     out: Path
-    # "auto": planned (plan.plan picks the fastcnn variant, size and epochs that fit max_seconds);
-    # with epochs, max_steps or size given and no model, DEFAULT_MODEL.
+    # "auto": planned (plan.plan picks, among every candidate, the one it expects most accurate
+    # within max_seconds); with epochs, max_steps or size given and no model, DEFAULT_MODEL.
     model: str = "auto"
+    from_scratch: bool = False  # plan among the from-scratch models only (no pretrained candidates)
     # A Recipe, or the name of one (recipes.get_recipe); None: the model's bundled recipe, else adam.
     recipe: Recipe | str | None = None
     epochs: int | None = None  # None: the recipe's own epochs, else 10
@@ -82,6 +83,9 @@ class TrainConfig:
     evaluate_test: bool = True  # off for LR tuning, which must only ever look at the val split
     max_steps: int | None = None  # budget in optimizer steps (stops mid-epoch); None: whole epochs
     max_seconds: float | None = None  # budget in training wall time; None: no limit
+    # Each epoch trains on a seeded random subset of this many training images, a new one every
+    # epoch (the planner's way through folders too big for whole epochs); None: all of them.
+    epoch_images: int | None = None
     # Which weights the run keeps: "last" (the schedule's end) or "best" (the epoch with the best
     # validation accuracy). "last" by default: fastcnn's one-cycle schedule ends at lr 0 on its
     # best epoch, and its last validation pass alone sees every test-time view (BENCHMARKS.md,
@@ -148,6 +152,10 @@ class TrainConfig:
             raise ImgclfError(f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ImgclfError(f"--budget steps must be >= 1, got {self.max_steps}")
+        if self.epoch_images is not None and self.epoch_images < 1:
+            raise ImgclfError(f"epoch_images must be >= 1, got {self.epoch_images}")
+        if self.from_scratch and (self.pretrained or self.pretrained_path):
+            raise ImgclfError("--from-scratch and --pretrained contradict each other: drop one")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ImgclfError(f"--budget seconds must be > 0, got {self.max_seconds}")
         if self.mode not in MODES:
@@ -361,7 +369,7 @@ def make_loop(cfg: TrainConfig, net, trained, labels: np.ndarray, num_classes: i
               precision: str, d: Dist = SINGLE) -> tuple["Loop", int]:
     """The optimizer, schedule, loss, EMA and random streams of a run: (loop, steps per epoch)."""
     recipe = cfg.recipe
-    n_train = len(labels)
+    n_train = min(len(labels), cfg.epoch_images or len(labels))
     drop_last = recipe.drop_last and n_train >= recipe.batch_size  # never drop the only batch
     steps_per_epoch = n_train // recipe.batch_size if drop_last else math.ceil(n_train / recipe.batch_size)
     if d.active:  # each rank takes its share of every global batch; a last batch smaller than the world drops
@@ -382,7 +390,8 @@ def make_loop(cfg: TrainConfig, net, trained, labels: np.ndarray, num_classes: i
         # saved: a resumed run draws the same sides again).
         sides=(torch.rand(n_train, generator=torch.Generator().manual_seed(cfg.seed + 3)) < 0.5
                if aug.hflip and recipe.alternate_flips else None),
-        draw=balanced_draw(labels, counts) if cfg.balance == "sampler" else None,
+        draw=(balanced_draw(labels, counts, n_train) if cfg.balance == "sampler"
+              else subset_draw(len(labels), n_train) if n_train < len(labels) else None),
         dist=d, seed=cfg.seed,
     )
     return loop, steps_per_epoch
@@ -468,7 +477,8 @@ def train_epoch(loop: Loop, split: CachedSplit, epoch: int, desc: str, budget: B
         # Per-rank streams derived from (seed, epoch, rank): nothing rank-specific to checkpoint.
         aug_gen = torch.Generator().manual_seed(rank_seed(loop.seed, epoch, d))
         torch.manual_seed(rank_seed(loop.seed + 2, epoch, d))  # dropout
-    n = len(order) if d.active else len(split) - len(split) % batch_size if drop_last else len(split)
+    total = len(split) if order is None else len(order)  # len(order): this rank's share, or an epoch's draw
+    n = total if d.active or not drop_last else total - total % batch_size
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, step, last_ui = 0, 0, 0.0
@@ -557,11 +567,16 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
     return w
 
 
-def balanced_draw(labels: np.ndarray, counts: np.ndarray):
-    """f(generator) -> len(labels) indices drawn with replacement, each with probability 1 / its
-    class's count: every class is drawn equally often on average."""
+def balanced_draw(labels: np.ndarray, counts: np.ndarray, n: int):
+    """f(generator) -> n indices drawn with replacement, each with probability 1 / its class's
+    count: every class is drawn equally often on average."""
     p = torch.from_numpy(1.0 / counts[labels]).double()
-    return lambda gen: torch.multinomial(p, len(labels), replacement=True, generator=gen)
+    return lambda gen: torch.multinomial(p, n, replacement=True, generator=gen)
+
+
+def subset_draw(n_train: int, n: int):
+    """f(generator) -> n of the n_train training images, a new seeded subset each epoch."""
+    return lambda gen: torch.randperm(n_train, generator=gen)[:n]
 
 
 def config_from_run(run: Path | str) -> TrainConfig:
