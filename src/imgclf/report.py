@@ -184,17 +184,19 @@ def _dataset_section(data: Path) -> str:
 
 
 def _plan_html(plan: dict) -> str:
-    """What the budget planner picked, why, and the flags that repeat the run without it."""
-    c = plan["chosen"]
-    flags = f"--model {c['model']} --size {c['size']} --epochs {c['epochs']}"
-    rows = [[r["model"], r["size"], f"{float(r['train_img_per_s']):.0f}", r.get("rate", ""), r.get("epochs_fit", ""),
-             "picked" if (r["model"], r["size"]) == (c["model"], c["size"]) else ""] for r in plan.get("measured", [])]
-    return ("<h2 id='plan'>Plan</h2>"
-            f"<p>budget {float(plan['budget_seconds']):.0f} s: <b>{_e(c['model'])}</b> at {c['size']} px for "
-            f"{c['epochs']} epochs (about {float(plan['expected_train_seconds']):.0f} s of training expected, "
-            f"{float(plan['seconds_left_at_plan']):.0f} s left when planned). Rule: {_e(plan.get('rule', ''))}. "
-            f"The same run without a budget: <code>imgclf train DATA {flags}</code></p>"
-            + _table(["model", "size", "train img/s", "rate", "epochs that fit", ""], rows))
+    """What the budget planner weighed and picked, why, and the flags that repeat the run without it."""
+    out = ("<h2 id='plan'>Plan</h2>"
+           f"<p>budget {float(plan['budget_seconds']):.0f} s: <b>{_e(plan.get('summary', ''))}</b>. "
+           f"Rule: {_e(plan.get('rule', ''))}. The same run without a budget: "
+           f"<code>imgclf train DATA {_e(plan.get('flags', ''))}</code></p>")
+    cands = [[r["candidate"], _f(r["expected_accuracy"], 4) if r.get("expected_accuracy") else "not measured",
+              r.get("expected_from") or "", r.get("estimated_seconds", ""), r.get("note", "")]
+             for r in plan.get("candidates", [])]
+    out += _table(["candidate", "expected accuracy", "from", "estimated s", ""], cands) if cands else ""
+    rungs = [[r["model"], r["size"], f"{float(r['train_img_per_s']):.0f}", r.get("rate", ""), r.get("epochs_fit", "")]
+             for r in plan.get("measured", [])]
+    return out + (_table(["from scratch: model", "size", "train img/s", "rate", "epochs that fit"], rungs)
+                  if rungs else "")
 
 
 def _lr(v) -> str:
