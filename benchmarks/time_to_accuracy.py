@@ -22,10 +22,15 @@ from common import imgclf, machine, need_shared, table
 
 CONTESTANTS = {
     # name: train arguments (after RAW_FOLDER --out RUN)
-    "fastcnn-5min": ["--budget", "seconds=300"],  # no --model: the planned default
-    "fastcnn-30min": ["--budget", "seconds=1800"],
+    "default": [],  # no option at all: the plan for 5 minutes (a probe, where one is expected better)
+    "fastcnn-5min": ["--from-scratch", "--budget", "seconds=300"],  # the plan, from-scratch candidates only
+    "fastcnn-30min": ["--from-scratch", "--budget", "seconds=1800"],
     "probe": ["--model", "efficientnet-lite0", "--pretrained", "--mode", "probe", "--optimizer", "adam",
               "--epochs", "10", "--batch-size", "64"],
+    "probe-lite1": ["--model", "efficientnet-lite1", "--pretrained", "--mode", "probe", "--optimizer", "adam",
+                    "--epochs", "10", "--batch-size", "64"],
+    "probe-lite2": ["--model", "efficientnet-lite2", "--pretrained", "--mode", "probe", "--optimizer", "adam",
+                    "--epochs", "10", "--batch-size", "64"],
     "finetune": ["--model", "efficientnet-lite0", "--pretrained", "--mode", "finetune", "--optimizer", "adam",
                  "--lr", "0.0003", "--epochs", "1", "--batch-size", "32"],
     "seed-cnn": ["--model", "seed-cnn", "--optimizer", "adam", "--epochs", "5"],
