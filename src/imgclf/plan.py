@@ -14,10 +14,12 @@ what was weighed is printed and recorded in the run's config.json.
 The from-scratch rule, from the ablations in docs/experiments.md ("Exploration: architecture, size, epochs"): a bigger
 model at a bigger size wins once it gets enough epochs to converge, and loses when it does not.
 So walk the ladder below from the most expensive rung down and take the first that fits at
-least its minimum epochs; give it as many epochs as fit, up to MAX_EPOCHS (past that the
-one-cycle schedule gains nothing measurable). When no rung affords its minimum (a large folder
-or a short budget), the cheapest rung trains for the epochs that do fit; only a budget short of
-one pass over the folder is refused, with the budget that would do. Throughput is measured here, on this machine, not assumed,
+least its minimum epochs; give it as many epochs as fit, up to MAX_IMAGES_SEEN (past that the
+one-cycle schedule gains nothing measurable), at a batch small enough for a small folder to take
+real steps. When no rung affords its minimum (a large folder or a short budget), the cheapest
+rung trains on a seeded subset of the images each epoch, to the last second that fits, with fewer
+test-time views if even one pass would not fit with all; only a budget short of one pass over the
+folder is refused, with the budget that would do. Throughput is measured here, on this machine, not assumed,
 so the same rule picks big on a GPU and small on a laptop; a rung that even an optimistic
 estimate puts out of reach is not probed (probes spend the budget too).
 """
