@@ -7,7 +7,7 @@ For each folder size N (the first N/2 cats and N/2 dogs of ../shared/data/petima
 symlinks; 10000: all of it) and each candidate the planner weighs, one `imgclf train FOLDER`
 per seed from the raw JPEGs, every second counted (prepare, caches, features, training, test).
 Each seed is its own split. The from-scratch candidate is the planned ladder (`--from-scratch`)
-under `--budget seconds=B`; a probe is the fixed recipe plan.py runs (PROBE_SETTINGS).
+under `--budget seconds=B`; a probe is the fixed recipe plan.py runs (`plan.probe_args`).
 
 The rows measured replace the table's rows of the same candidate, size and budget; the others
 stay. Full regeneration (4 sizes x 4 candidates x 3 seeds) takes about two hours on 2 cores.
@@ -27,14 +27,12 @@ from pathlib import Path
 from common import ROOT, imgclf, machine, need_shared, subset, table
 
 from imgclf.expected import COLUMNS, TABLE
-from imgclf.plan import PROBE_SETTINGS, PROBES, SCRATCH
+from imgclf.plan import PROBES, SCRATCH, probe_args
 
 
 def candidates(budget: int) -> dict[str, list[str]]:
-    probe = ["--pretrained", "--mode", "probe", "--optimizer", PROBE_SETTINGS["recipe"],
-             "--epochs", str(PROBE_SETTINGS["epochs"]), "--batch-size", str(PROBE_SETTINGS["batch_size"])]
     return {SCRATCH: ["--from-scratch", "--budget", f"seconds={budget}"],
-            **{f"{name} probe": ["--model", name, *probe] for name in PROBES}}
+            **{f"{name} probe": probe_args(name) for name in PROBES}}
 
 
 def run(folder: Path, args: list[str], seed: int) -> tuple[float, float]:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from common import imgclf, machine, need_shared, subset, table
 
+from imgclf.plan import probe_args
+
 # (centre-crop fraction, mirrored) per copy of an image, in the order a stand-in adds them
 VARIANTS = [(1.0, False), (1.0, True), (0.92, False), (0.92, True), (0.85, False), (0.85, True),
             (0.78, False), (0.78, True), (0.70, False), (0.70, True)]
@@ -95,9 +97,7 @@ def main() -> None:
                 else:
                     probes = [c for c in r["plan"]["candidates"] if c["candidate"].endswith(" probe")
                               and c.get("estimated_seconds")]
-                    name = min(probes, key=lambda c: c["estimated_seconds"])["candidate"].split()[0]
-                    args = ["--model", name, "--pretrained", "--mode", "probe", "--optimizer", "adam",
-                            "--epochs", "10", "--batch-size", "64"]
+                    args = probe_args(min(probes, key=lambda c: c["estimated_seconds"])["candidate"].split()[0])
                 b = timed_train(folder, tmp / "alt", args + seed)
                 alt = f"{what(b)}: {b['seconds']:.0f} s, {b['accuracy']:.2%}"
             rows.append([n, a.budget or 300, what(r), f"{r['seconds']:.0f}", f"{r['accuracy']:.2%}", alt])

@@ -87,6 +87,14 @@ MIN_BATCH = 16
 # expected_accuracy.csv; training the head on cached features and its evaluation took 1-3 s on 10k.
 PROBES = ("efficientnet-lite2", "efficientnet-lite1", "efficientnet-lite0")
 PROBE_SETTINGS = dict(recipe="adam", epochs=10, batch_size=64)
+
+
+def probe_args(name: str, recipe: str = PROBE_SETTINGS["recipe"]) -> list[str]:
+    """The `imgclf train` flags of a probe run as the plan makes it (also what the benchmarks run)."""
+    return ["--model", name, "--pretrained", "--mode", "probe", "--optimizer", recipe,
+            "--epochs", str(PROBE_SETTINGS["epochs"]), "--batch-size", str(PROBE_SETTINGS["batch_size"])]
+
+
 PROBE_HEAD_SECONDS = 5.0
 # The probes' figures are of photographs (PetImages at 180 px, upsampled to the backbone's 224-260).
 # On the demo's 32 px digits a Lite2 probe scored 73.1% where fastcnn from scratch reached 99.3%:
@@ -161,7 +169,18 @@ def _views(recipe, size: int) -> int:
 
 def cache_seconds(ds, sizes, workers: int) -> float:
     """Seconds to build the decoded caches at `sizes` that do not exist yet, at the measured rate."""
-    return sum(len(ds.rows) / measure_cache_rate(ds, s, workers) for s in sizes if not cache_dir(ds, s).is_dir())
+    return sum(len(ds.rows) / _cache_rate(ds, s, workers) for s in sizes if not cache_dir(ds, s).is_dir())
+
+
+_CACHE_RATES: dict[tuple[str, int, int], float] = {}  # (manifest, size, workers) -> img/s
+
+
+def _cache_rate(ds, size: int, workers: int) -> float:
+    """measure_cache_rate, once per dataset and size: the rungs and their lighter views share sizes."""
+    key = (ds.manifest_sha256, size, workers)
+    if key not in _CACHE_RATES:
+        _CACHE_RATES[key] = measure_cache_rate(ds, size, workers)
+    return _CACHE_RATES[key]
 
 
 def measure_cache_rate(ds, size: int, workers: int) -> float:
@@ -257,11 +276,11 @@ def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1
         cfg = replace(cfg, model=name, pretrained=True, mode="probe", max_seconds=max(1.0, left - TAIL_SECONDS),
                       **settings).resolve()
         versus = "never measured" if scratch is None else f"{scratch[0]:.1%}"
-        record = {"budget_seconds": budget, "chosen": {"model": name, "mode": "probe", **PROBE_SETTINGS},
+        record = {"budget_seconds": budget, "chosen": {"model": name, "mode": "probe", **settings,
+                                                      "recipe": cfg.recipe.name},
                   "summary": f"{name} linear probe on frozen ImageNet features, expected {acc:.1%} ({source}; "
                              f"from scratch: {versus}), ~{need:.0f} s",
-                  "flags": f"--model {name} --pretrained --mode probe --optimizer {cfg.recipe.name} "
-                           f"--epochs {PROBE_SETTINGS['epochs']} --batch-size {PROBE_SETTINGS['batch_size']}"}
+                  "flags": " ".join(probe_args(name, cfg.recipe.name))}
     else:
         cfg, record = plan_scratch(cfg, ds, device, precision, t_begin, speedup)
     record = {**record, "candidates": weighed, "rule": "the candidate expected most accurate that fits (imgclf.plan)"}
@@ -386,10 +405,10 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
         rows.append({"model": name, "size": size, "train_img_per_s": round(rate, 1), "rate": how,
                      "epochs_fit": fits, "test_views": _views(recipe, size)})
         if how == "measured" and fits >= min_epochs:
-            choice = (name, size, recipe, rate)
+            choice = (name, size, recipe, rate, min_epochs)
             break
     if choice is None and fits >= 1:  # no rung affords its minimum: the cheapest, for what fits
-        choice = (name, size, recipe, rate)
+        choice = (name, size, recipe, rate, min_epochs)
     elif choice is None:  # not one pass of the cheapest rung: say what budget would do
         epoch_s, test_s = costs(recipe, size, rate)
         need = time.perf_counter() - t_begin + (cache_s + test_s + TAIL_SECONDS + epoch_s) / SAFETY
@@ -398,8 +417,7 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
             f"{name} at {size}px ({rate:.0f} img/s), its caches and the test pass need about {math.ceil(need)} s; "
             f"give it --budget seconds={math.ceil(need)} or more, or name a model and --epochs"
         )
-    name, size, recipe, rate = choice
-    min_epochs = next(m for n_, s_, m in LADDER if (n_, s_) == (name, size))
+    name, size, recipe, rate, min_epochs = choice
     for s in _cache_sizes(recipe, size):  # build them now: what is left is then known
         open_cache(ds, s, workers=cfg.workers)
     left = budget - (time.perf_counter() - t_begin)

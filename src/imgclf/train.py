@@ -388,7 +388,7 @@ def make_loop(cfg: TrainConfig, net, trained, labels: np.ndarray, num_classes: i
         aug_gen=torch.Generator().manual_seed(cfg.seed + 1),  # flips and shifts
         # Alternating flips: each training image's side in odd epochs, from a stream of its own (never
         # saved: a resumed run draws the same sides again).
-        sides=(torch.rand(n_train, generator=torch.Generator().manual_seed(cfg.seed + 3)) < 0.5
+        sides=(torch.rand(len(labels), generator=torch.Generator().manual_seed(cfg.seed + 3)) < 0.5
                if aug.hflip and recipe.alternate_flips else None),
         draw=(balanced_draw(labels, counts, n_train) if cfg.balance == "sampler"
               else subset_draw(len(labels), n_train) if n_train < len(labels) else None),
