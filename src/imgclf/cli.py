@@ -513,7 +513,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="imgclf")
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == 0 and "torch.distributed" in sys.modules:  # a torchrun rank that is done: leave together
+            from .distributed import close
+
+            close()
+        return code
     except Interrupted as e:
         console.print(f"[yellow]interrupted[/yellow]: {escape(str(e))}", highlight=False, soft_wrap=True)
         return 130

@@ -72,6 +72,15 @@ def context() -> Dist:
     return d
 
 
+def close() -> None:
+    """Leave the process group at the end of a command every rank finished: wait for the others,
+    then tear it down. A rank that leaves while a peer still talks to it, or exits with the group
+    up, can abort in gloo's teardown (SIGABRT, "terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def device_for(d: Dist, device: torch.device) -> torch.device:
     """Each rank on a node takes its own GPU."""
     return torch.device("cuda", d.local_rank) if device.type == "cuda" and d.active else device
