@@ -9,8 +9,9 @@ over its seeds, each its own split), with the command that produced it. It is re
 A folder between two measured sizes gets the accuracy interpolated on log(images); outside
 them, the nearest measured size's. A budgeted candidate is read at the longest measured budget
 within the asked one (+BUDGET_SLACK): what a longer budget reached says nothing of a shorter
-one, and more time is not expected to do worse. These are cats-vs-dogs figures: what they rank (a pretrained probe
-above from-scratch training on small folders) carries over, the percentages need not.
+one, and more time is not expected to do worse. These are cats-vs-dogs figures: what they rank
+(a pretrained probe above from-scratch training on small folders) carries over, the percentages
+need not.
 """
 
 from __future__ import annotations
