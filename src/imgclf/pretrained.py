@@ -28,8 +28,9 @@ from .models import ModelSpec, get_spec
 MODES = ("probe", "finetune")
 
 
-def weights_file(model: str, path: str | Path | None) -> tuple[Path, str]:
-    """The weights file to load and its sha256; the package's file must match its known prefix."""
+def weights_file(model: str, path: str | Path | None) -> tuple[Path | list[tuple[str, Path]], str]:
+    """The weights to load and their sha256; a package's file must match its known prefix. A model
+    made of several pretrained parts gets [(key prefix, file)], its sha256 that of the parts' own."""
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -38,16 +39,20 @@ def weights_file(model: str, path: str | Path | None) -> tuple[Path, str]:
     spec = get_spec(model)
     if spec.weights is None:
         raise ImgclfError(f"no bundled ImageNet weights for --model {model}; pass --pretrained-path FILE")
-    p, prefix = spec.weights()
-    sha = _sha256(p)
-    if not sha.startswith(prefix):
-        raise ImgclfError(f"{p} has sha256 {sha[:16]}..., not the expected {prefix}...: reinstall the package "
-                          "that holds it")
-    return p, sha
+    got = spec.weights()
+    parts = [("", *got)] if isinstance(got, tuple) else got
+    shas = []
+    for _, p, prefix in parts:
+        shas.append(_sha256(p))
+        if not shas[-1].startswith(prefix):
+            raise ImgclfError(f"{p} has sha256 {shas[-1][:16]}..., not the expected {prefix}...: reinstall the "
+                              "package that holds it")
+    if isinstance(got, tuple):
+        return got[0], shas[0]
+    return [(key, p) for key, p, _ in parts], hashlib.sha256("".join(shas).encode()).hexdigest()
 
 
-def load_pretrained(model: torch.nn.Module, path: Path, spec: ModelSpec) -> dict:
-    """Load a state_dict into `model`, all keys but the classifier head's; returns what was matched."""
+def _read_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -56,8 +61,18 @@ def load_pretrained(model: torch.nn.Module, path: Path, spec: ModelSpec) -> dict
         raise ImgclfError(f"{path} is not a readable PyTorch weights file ({str(e).splitlines()[0]})") from None
     if not isinstance(state, dict):
         raise ImgclfError(f"{path} holds a {type(state).__name__}, not a state_dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_pretrained(model: torch.nn.Module, source: Path | list[tuple[str, Path]], spec: ModelSpec) -> dict:
+    """Load a state_dict (or, for a model of several parts, each part's under its key prefix, less
+    the part's own head) into `model`, all keys but the classifier head's; returns what was matched."""
     prefix = spec.head + "."
+    if isinstance(source, list):
+        state = {key + k: v for key, p in source for k, v in _read_state(p).items() if not k.startswith(prefix)}
+        path = ", ".join(str(p) for _, p in source)
+    else:
+        state, path = _read_state(source), str(source)
     head = {k for k in model.state_dict() if k.startswith(prefix)}
     backbone = {k: v for k, v in state.items() if k not in head and not k.startswith(prefix)}
     own = model.state_dict()
@@ -68,8 +83,9 @@ def load_pretrained(model: torch.nn.Module, path: Path, spec: ModelSpec) -> dict
         raise ImgclfError(f"{path} does not fit this model: {len(missing)} missing keys {missing[:3]}, "
                           f"{len(unexpected)} unexpected {unexpected[:3]}, {len(bad)} of other shapes {bad[:3]}")
     model.load_state_dict(backbone, strict=False)
-    return {"file": str(path), "tensors": len(backbone), "all_backbone_keys_matched": True,
-            "head": "new" if any(own[k].shape != state.get(k, own[k]).shape for k in head) else "new (same shape)"}
+    return {"file": path, "tensors": len(backbone), "all_backbone_keys_matched": True,
+            "head": "new (same shape)" if head and all(k in state and state[k].shape == own[k].shape for k in head)
+            else "new"}
 
 
 def setup_probe(ds: Dataset, splits: dict[str, CachedSplit], model, spec: ModelSpec, weights_sha: str, device,

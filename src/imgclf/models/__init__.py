@@ -34,11 +34,12 @@ class ModelSpec:
     sizes: tuple[int, ...] = ()  # other input sizes it accepts (global pooling); () = input_size only
     recipe: "Recipe | None" = None  # the training recipe bundled with the model, if any
     head: str = "head"  # the classifier layer (a submodule path): new per dataset, all a probe trains
-    # () -> (path of ImageNet weights from an installed package, the sha256 prefix it must have), or
+    # () -> (path of ImageNet weights from an installed package, the sha256 prefix it must have),
+    # or for a model made of several pretrained parts [(their key prefix, path, sha256 prefix)], or
     # an ImgclfError saying what to install; None: no bundled weights (--pretrained-path still
     # works). Models with weights expose `features(x)`, the pooled embedding their head sees (what
     # --mode probe caches).
-    weights: Callable[[], tuple[Path, str]] | None = None
+    weights: Callable[[], tuple[Path, str] | list[tuple[str, Path, str]]] | None = None
     fold: Callable[[nn.Module], nn.Module] | None = None  # an inference-only copy, e.g. BN folded into convs
     # The planner's cost model: models of one `family` differ only in their stem, so their training
     # rate scales as 1 / grid(size), the pixels their stages see (plan.py estimates one from another).
