@@ -57,7 +57,7 @@ def test_a_budget_short_of_every_minimum_trains_the_cheapest_rung_on_subsets(pre
     assert (cfg.model, cfg.size) == ("fastcnn-s-p3", 96)
     n_train = len(prepared.split_rows("train"))
     assert 1 <= cfg.epochs <= 10_000 and cfg.recipe.batch_size <= cfg.epoch_images < n_train
-    assert cfg.plan["chosen"]["epoch_images"] == cfg.epoch_images
+    assert cfg.plan["chosen"]["epoch_images"] == cfg.epoch_images and cfg.plan["chosen"]["short_of_minimum"]
     assert cfg.plan["measured"][-1]["epochs_fit"] < 10_000
     r = train(cfg)
     assert r.status == "done" and len(r.history) == cfg.epochs

@@ -157,8 +157,9 @@ def train(
 ):
     """Train one model with one optimizer recipe; write weights, curves and test metrics.
 
-    With no --model: planned within --budget (default 5 min): a linear probe on ImageNet features
-    or a fastcnn trained from scratch, whichever is expected more accurate for the folder's size."""
+    With no --model: planned within --budget (default 5 min): a linear probe on ImageNet features,
+    a pretrained network fine-tuned or a fastcnn trained from scratch, whichever is expected most
+    accurate for the folder's size and the budget."""
     t_command = time.perf_counter()  # a planned budget counts from here, auto-prepare included
     _launch_if(nproc)
     start_workers()  # decoding workers get torch while this process imports its own

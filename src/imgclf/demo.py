@@ -87,13 +87,15 @@ def run_demo(out: Path, epochs: int = 2, report: Callable = print, ranking: Call
     name, size, epochs_min = LADDER[-1]
     try:
         cfg = plan(TrainConfig(data=out / "data", out=out / "default", max_seconds=budget, hflip=False))
-        seen = cfg.epochs * (cfg.epoch_images or len(ds.split_rows("train")))
-        if cfg.model == name and seen < epochs_min * len(ds.split_rows("train")):
-            # A machine busy enough that the budget affords less than the cheapest rung's minimum:
-            # the plan would train a few subset epochs of it and show a classifier at chance (10.2%,
-            # once, with the tests sharing the CPU). The demo shows what the classifier does instead.
-            raise ImgclfError(f"{budget:.0f} s afford {seen:,} training images on this machine now, fewer "
-                              f"than {epochs_min} epochs of {name}")
+        chosen = cfg.plan["chosen"]
+        if chosen.get("short_of_minimum"):
+            # A machine busy enough that the budget affords less than the rung's minimum: a few
+            # subset epochs showed a classifier at chance (10.2%, once, with the tests sharing the
+            # CPU). The demo shows what the classifier does instead.
+            n_train = len(ds.split_rows("train"))
+            raise ImgclfError(f"{budget:.0f} s afford {chosen['epochs'] * (chosen['epoch_images'] or n_train):,} "
+                              f"training images of {cfg.model} on this machine now, short of its "
+                              f"{chosen['minimum_epochs']} epochs of {n_train:,}")
         best = train(cfg)
     except ImgclfError as e:  # a machine too slow for the budget: the plan's cheapest rung, untimed
         report(f"[yellow]{e}[/yellow]; training the plan's cheapest choice instead: {name} at {size} px for "

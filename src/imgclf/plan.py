@@ -511,7 +511,9 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
     subset = images < n_train
     plan = {"budget_seconds": budget,
             "chosen": {"model": name, "size": size, "epochs": epochs, "batch_size": recipe.batch_size,
-                       "epoch_images": images if subset else None},
+                       "epoch_images": images if subset else None,
+                       # fewer images seen than the rung's minimum epochs: the budget, not the rule, set it
+                       "short_of_minimum": epochs * images < min_epochs * n_train, "minimum_epochs": min_epochs},
             "expected_train_seconds": round(train_s, 1), "seconds_left_at_plan": round(left, 1),
             "measured": rows, "reference": {"model": ref_name, "size": ref_size, "train_img_per_s": round(ref_rate, 1)},
             "ladder": "largest rung that fits its minimum epochs"}

