@@ -86,3 +86,48 @@ def test_labels_from_filename(tmp_path):
         make_image(tmp_path / "flat" / f"dog.{i}.jpg", COLORS["blue"], seed=100 + i)
     ds = prepare(PrepareConfig(src=tmp_path / "flat", out=tmp_path / "d", labels_from_filename=True, workers=1))
     assert ds.classes == ["cat", "dog"] and len(ds.rows) == 12
+
+
+@pytest.mark.parametrize("undecodable", [False, True])
+def test_prepare_with_a_cache_decodes_each_file_once_into_the_same_dataset(tmp_path, monkeypatch, undecodable):
+    """--cache: the cache's decode is prepare's check (no 1/8-scale check runs), and the manifest,
+    the CSVs and the cached pixels are exactly those of prepare followed by a cache build. Also
+    when a file's header passes but its data does not decode: it is rejected, and the split is
+    drawn without it (the cache is then built on that split)."""
+    import numpy as np
+    from PIL import Image
+
+    from imgclf import prepare as prepare_module
+    from imgclf.cache import cache_dir, open_cache
+    from imgclf.decode import check_header
+
+    src = make_folder(tmp_path / "src", n=12)
+    (src / "red" / "zero.jpg").write_bytes(b"")
+    (src / "red" / "text.jpg").write_text("definitely not a jpeg")
+    good = (src / "blue" / "blue_0.jpg").read_bytes()
+    (src / "blue" / "copy.jpg").write_bytes(good)  # exact duplicate
+    make_image(src / "red" / "red_png.jpg", COLORS["red"], size=(30, 20), seed=7, fmt="PNG")  # PNG in disguise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter: width and height swap
+    Image.open(src / "blue" / "blue_1.jpg").save(src / "blue" / "turned.jpg", exif=exif)
+    if undecodable:
+        big = make_image(tmp_path / "big.jpg", COLORS["blue"], size=(200, 160)).read_bytes()
+        (src / "blue" / "trunc.jpg").write_bytes(big[: len(big) * 2 // 3])
+        check_header(big[: len(big) * 2 // 3])  # passes the header check: only the decode finds it out
+
+    two = prepare(PrepareConfig(src=src, out=tmp_path / "two", workers=1))
+    expected = open_cache(two, 24, workers=1)
+
+    def no_check(data):
+        raise AssertionError("a file was decoded twice")
+
+    monkeypatch.setattr(prepare_module, "check_image", no_check)
+    one = prepare(PrepareConfig(src=src, out=tmp_path / "one", workers=1, cache=24))
+    for name in ("manifest.csv", "rejected.csv", "duplicates.csv"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+    assert any(r["path"].endswith("turned.jpg") and r["width"] == "32" for r in one.rows)  # 40x32 shown as 32x40
+    assert ("trunc.jpg" in (tmp_path / "one" / "rejected.csv").read_text()) == undecodable
+    got = open_cache(one, 24, build=False)
+    for s in expected:
+        assert np.array_equal(got[s].images, expected[s].images) and np.array_equal(got[s].labels, expected[s].labels)
+    assert [p.name for p in (tmp_path / "one" / "cache").iterdir()] == [cache_dir(one, 24).name]  # no temp folder left

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,64 +77,85 @@ def _is_complete(d: Path, ds: Dataset, size: int) -> bool:
     return m.get("key") == cache_key(ds, size) and m.get("manifest_sha256") == ds.manifest_sha256
 
 
-def bytes_needed(ds: Dataset, size: int) -> int:
-    return len(ds.rows) * (size * size * 3 + 8) + 4096 * len(SPLITS) * 2
+def _bytes_needed(n: int, size: int) -> int:
+    return n * (size * size * 3 + 8) + 4096 * len(SPLITS) * 2
 
 
 def build_cache(ds: Dataset, size: int, workers: int) -> Path:
-    """Decode all splits into a temp folder, then rename it into place (atomic for readers)."""
+    """Decode every split of a prepared dataset into a new cache; a file that no longer decodes as
+    it did at prepare time is an error (the manifest is out of date)."""
+    rows = {s: ds.split_rows(s) for s in SPLITS}
+    items = {s: [(r["path"], r["sha256"]) for r in rs] for s, rs in rows.items()}
+    tmp, results = decode_splits(ds.root, size, items, {s: ds.labels(rs) for s, rs in rows.items()}, workers)
+    for (path, _), got in zip((i for s in SPLITS for i in items[s]), results):
+        if isinstance(got, str):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ImgclfError(f"{path}: {got}; re-run `imgclf prepare` to refresh the manifest")
+    return finish_cache(tmp, ds, size)
+
+
+def decode_splits(root: Path, size: int, items: dict[str, list[tuple[str, str]]], labels: dict[str, list[int]],
+                  workers: int) -> tuple[Path, list]:
+    """Decode each split's (path, sha256) items into the rows of a new cache, in a temp folder under
+    root/cache that `finish_cache` makes visible. Returns (that folder, one result per item in
+    split order: the source's (width, height) as shown, or why it did not decode). Prepare calls it
+    before its manifest exists, so that each file is decoded once (prepare.py)."""
     if not 8 <= size <= 1024:
         raise ImgclfError(f"cache size must be between 8 and 1024 px, got {size}")
-    root = ds.root / "cache"
+    root = root / "cache"
     root.mkdir(exist_ok=True)
-    final = cache_dir(ds, size)
-    need = bytes_needed(ds, size)
+    need = _bytes_needed(sum(len(v) for v in items.values()), size)
     free = shutil.disk_usage(root).free
     if need + (64 << 20) > free:
         raise ImgclfError(
             f"the {size}px cache needs {need / 2**20:,.0f} MiB but {root} has {free / 2**20:,.0f} MiB free; "
             "free some space or use a smaller size"
         )
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    tmp = root / f".tmp-{size}px-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    try:
-        counts, jobs = {}, []
+    with _cleaned_up(tmp, root):
+        jobs = []
         for s in SPLITS:
-            rows = ds.split_rows(s)
-            counts[s] = len(rows)
             img_path = tmp / f"{s}-images.npy"
-            arr = np.lib.format.open_memmap(img_path, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
+            arr = np.lib.format.open_memmap(img_path, mode="w+", dtype=np.uint8, shape=(len(items[s]), size, size, 3))
             offset = arr.offset  # where the rows start, after the .npy header
             del arr  # workers write into the file themselves; nothing is held in this process
             _reserve(img_path)
-            np.save(tmp / f"{s}-labels.npy", np.asarray(ds.labels(rows), dtype=np.int64))
-            jobs += [
-                (str(img_path), offset, i, size, [(r["path"], r["sha256"]) for r in rows[i : i + _CHUNK]])
-                for i in range(0, len(rows), _CHUNK)
-            ]
+            np.save(tmp / f"{s}-labels.npy", np.asarray(labels[s], dtype=np.int64))
+            jobs += [(str(img_path), offset, i, size, items[s][i : i + _CHUNK]) for i in range(0, len(items[s]), _CHUNK)]
         # One pool for all splits: worker start-up is paid once.
-        for err in pmap(_fill_chunk, jobs, workers, f"cache {size}px", chunksize=1, weight=lambda j: len(j[4]),
-                        preload=WORKER_MODULES):
-            if err:
-                raise ImgclfError(err)
+        results = [r for chunk in pmap(_fill_chunk, jobs, workers, f"cache {size}px", chunksize=1,
+                                       weight=lambda j: len(j[4]), preload=WORKER_MODULES) for r in chunk]
+    return tmp, results
+
+
+def finish_cache(tmp: Path, ds: Dataset, size: int) -> Path:
+    """Make a cache decoded by `decode_splits` for `ds` visible, atomically, and reclaim stale ones."""
+    root, final = tmp.parent, cache_dir(ds, size)
+    with _cleaned_up(tmp, root):
         for s in SPLITS:  # durable before the rename makes the cache visible
             _fsync(tmp / f"{s}-images.npy")
-        write_json(
-            tmp / "meta.json",
-            {
-                "key": cache_key(ds, size),
-                "manifest_sha256": ds.manifest_sha256,
-                "size": size,
-                "resize": RESIZE_METHOD,
-                "format": CACHE_FORMAT,
-                "counts": counts,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
+        write_json(tmp / "meta.json", {
+            "key": cache_key(ds, size),
+            "manifest_sha256": ds.manifest_sha256,
+            "size": size,
+            "resize": RESIZE_METHOD,
+            "format": CACHE_FORMAT,
+            "counts": {s: len(ds.split_rows(s)) for s in SPLITS},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
         _remove_stale(root, size, keep=final)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+    return final
+
+
+@contextmanager
+def _cleaned_up(tmp: Path, root: Path):
+    """Remove the temp folder on any failure; a full disk becomes a one-line error."""
+    try:
+        yield
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -145,7 +167,6 @@ def build_cache(ds: Dataset, size: int, workers: int) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
 
 
 def _reserve(path: Path) -> None:
@@ -177,31 +198,33 @@ def _remove_stale(root: Path, size: int, keep: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _fill_chunk(job) -> str:
+def _fill_chunk(job) -> list:
     """Worker: decode a run of images into rows [start, start+len) of the split's .npy file.
 
-    Returns '' or a one-line error. Each image's bytes are re-hashed so a file edited since
-    prepare is caught instead of silently cached. Images are decoded (DCT-downscaled) first and
+    Returns, per image, its (width, height) as shown, or why it did not decode (its row is left
+    black). Each image's bytes are re-hashed so a file edited since it was hashed is caught
+    instead of silently cached. Images are decoded (DCT-downscaled) first and
     resized afterwards, same-shaped ones in one call (`resize_into`: 14 us an image instead of
     33 at 64 px). The rows go into a local buffer, written with one pwrite: storing them through
     a shared memmap cost ~25 us per 64 px row in page faults, 10x the copy (BENCHMARKS.md, "Ingest").
     """
     path, offset, start, size, items = job
     rows = np.empty((len(items), size, size, 3), dtype=np.uint8)
+    out: list = []
     pending: dict[tuple, list] = {}  # decoded shape -> [(row, array)], not yet resized
     held = 0
     with timeout_handler():
         for k, (img_path, sha) in enumerate(items):
             try:
                 data = read_file(img_path)
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise DecodeError("changed since prepare read it")
+                a, shown = decode_scaled(data, size)
             except DecodeError as e:
-                return f"{img_path}: {e}; it was readable at prepare time, re-run prepare"
-            if hashlib.sha256(data).hexdigest() != sha:
-                return f"{img_path} changed since prepare; re-run `imgclf prepare` to refresh the manifest"
-            try:
-                a = decode_scaled(data, size)
-            except DecodeError as e:
-                return f"{img_path}: {e}; re-run `imgclf prepare`"
+                out.append(str(e))
+                rows[k] = 0
+                continue
+            out.append(shown)
             pending.setdefault(a.shape, []).append((k, a))
             held += a.nbytes
             if held > _MAX_HELD:  # a chunk of big originals: resize what we have before decoding more
@@ -216,7 +239,7 @@ def _fill_chunk(job) -> str:
             buf, pos = buf[n:], pos + n
     finally:
         os.close(fd)
-    return ""
+    return out
 
 
 def _resize_pending(pending: dict[tuple, list], size: int, rows: np.ndarray) -> None:

@@ -71,7 +71,7 @@ def prepare(
 
     cfg = PrepareConfig(src=src, out=out, labels_from_filename=labels_from_filename, val=val, test=test,
                         seed=seed, materialize=materialize, workers=workers or default_workers(), force=force,
-                        exclude=exclude)
+                        exclude=exclude, cache=cache)
     ds = run_prepare(cfg)
     header, rows = summary_rows(ds)
     out_console.print(_table("images per split and class", header, rows))
@@ -86,9 +86,8 @@ def prepare(
     for w in info.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {w}")
     if cache:
-        from .cache import cache_dir, open_cache
+        from .cache import cache_dir
 
-        open_cache(ds, cache, workers=cfg.workers)
         out_console.print(f"cache: {cache_dir(ds, cache)}")
 
 
@@ -440,9 +439,11 @@ def audit(
     from .audit import AuditConfig, KINDS, audit as run_audit
 
     if not (data / "manifest.csv").is_file():
+        from .audit import FEATURE_MODEL
+        from .models import get_spec
         from .prepare import ensure_prepared
 
-        data = ensure_prepared(data, out.parent / f"{out.name}-data", seed)
+        data = ensure_prepared(data, out.parent / f"{out.name}-data", seed, get_spec(FEATURE_MODEL).input_size)
     res = run_audit(AuditConfig(data=data, out=out, folds=folds, dup_threshold=dup_threshold, outlier_z=outlier_z,
                                 seed=seed, force=force))
     s = res.summary

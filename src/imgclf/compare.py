@@ -152,13 +152,13 @@ def _setup(cfg: CompareConfig, resume: bool) -> tuple[CompareConfig, list[tuple[
         cfg = with_tuned(cfg, out)
     else:
         prepare_out_dir(out, base.force, "comparison")
-    cfg = replace(cfg, base=replace(base, data=ensure_prepared(base.data, out / "data", base.seed)))
+    size = get_spec(base.model).input_size
+    cfg = replace(cfg, base=replace(base, data=ensure_prepared(base.data, out / "data", base.seed, size)))
     base = cfg.base
     if not resume:
         _write_spec(out, cfg)
 
     data_for = {s: _dataset_for_seed(cfg, out, s) for s in cfg.seed_list}
-    size = get_spec(base.model).input_size
     for d in dict.fromkeys(data_for.values()):
         open_cache(load_dataset(d), size, workers=base.workers)  # build once, up front
     num_classes = len(load_dataset(base.data).classes)

@@ -110,14 +110,15 @@ class TrainConfig:
         balance method. Applying it twice changes nothing."""
         self.validate()
         cfg = self
+        model = cfg.model
+        if model == "auto" and (cfg.epochs is not None or cfg.max_steps is not None or cfg.size is not None):
+            model = DEFAULT_MODEL  # a fixed length asked for: nothing to plan
         if not (Path(cfg.data) / "manifest.csv").is_file():
             from .prepare import ensure_prepared
 
             out = Path(cfg.out)
-            cfg = replace(cfg, data=ensure_prepared(cfg.data, out.parent / f"{out.name}-data", cfg.seed))
-        model = cfg.model
-        if model == "auto" and (cfg.epochs is not None or cfg.max_steps is not None or cfg.size is not None):
-            model = DEFAULT_MODEL  # a fixed length asked for: nothing to plan
+            size = None if model == "auto" else get_spec(model).check_size(cfg.size)  # the plan picks it later
+            cfg = replace(cfg, data=ensure_prepared(cfg.data, out.parent / f"{out.name}-data", cfg.seed, size))
         recipe = cfg.recipe
         if isinstance(recipe, str):
             recipe = get_recipe(recipe)
