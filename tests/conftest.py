@@ -34,8 +34,8 @@ def make_folder(root: Path, classes=("red", "blue"), n=30, ext=".jpg") -> Path:
 
 
 def without_seconds(history: list[dict]) -> list[dict]:
-    """History (or summary) rows without their wall times, which vary from run to run."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    """History (or summary) rows without their wall and CPU times, which vary from run to run."""
+    return [{k: v for k, v in row.items() if k not in ("seconds", "cpu_seconds")} for row in history]
 
 
 def ctrl_c_in_epoch(monkeypatch, n: int) -> None:

@@ -66,6 +66,10 @@ def test_parallel_jobs_give_the_same_results(prepared, tmp_path):
         assert without_seconds(history(tmp_path / "seq" / "runs" / name)) == without_seconds(history(tmp_path / "par" / "runs" / name))
         assert (tmp_path / "seq" / "runs" / name / "metrics.json").read_text() == \
             (tmp_path / "par" / "runs" / name / "metrics.json").read_text()
+    # Each recipe's CPU seconds are its own process's, beside its wall time, in the summary and the ranking
+    summary = rows(tmp_path / "par" / "summary.csv")
+    assert all(float(summary[n]["cpu_seconds"]) > 0 for n in ("sgd", "adam"))
+    assert "CPU time" in (tmp_path / "par" / "ranking.md").read_text()
 
 
 @pytest.mark.parametrize("bad", ["weeks=3", "steps=0", "steps=2.5", "seconds=-1", "epochs"])

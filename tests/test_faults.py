@@ -27,7 +27,8 @@ def cli(*args) -> list[str]:
 
 
 def outcome(run: Path) -> tuple[list[dict], dict]:
-    hist = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((run / "history.csv").open())]
+    hist = [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")}
+            for r in csv.DictReader((run / "history.csv").open())]
     return hist, json.loads((run / "metrics.json").read_text())
 
 

@@ -40,7 +40,8 @@ def test_train_writes_a_complete_run_folder(prepared, tmp_path):
     assert conf["recipe"]["optimizer"] == "adam" and conf["model_meta"]["input_size"] == 224
     hist = rows(run / "history.csv")
     assert [h["epoch"] for h in hist] == ["1", "2"]
-    assert set(hist[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"}
+    assert set(hist[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps",
+                            "cpu_seconds"}
     assert (run / "report.html").is_file()
     m = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= m["accuracy"] <= 1.0 and m["accuracy"] == r.metrics["accuracy"]

@@ -17,11 +17,11 @@ SUMMARY_COLUMNS = [
     "rank", "recipe", "status", "seeds", "optimizer", "lr", "batch_size", "momentum", "epochs", "steps",
     "test_accuracy", "test_accuracy_std", "test_accuracy_ci_low", "test_accuracy_ci_high",
     "test_f1", "test_f1_std", "test_f1_ci_low", "test_f1_ci_high", "test_precision", "test_recall", "test_loss",
-    "final_train_loss", "final_train_acc", "final_val_loss", "final_val_acc", "seconds",
+    "final_train_loss", "final_train_acc", "final_val_loss", "final_val_acc", "seconds", "cpu_seconds",
     "target", "seconds_to_target", "steps_to_target", "diverged_epoch", "better_than",
 ]
 SEED_COLUMNS = ["recipe", "seed", "status", "test_accuracy", "test_precision", "test_recall", "test_f1", "test_loss",
-                "epochs", "steps", "seconds", "seconds_to_target", "steps_to_target", "diverged_epoch"]
+                "epochs", "steps", "seconds", "cpu_seconds", "seconds_to_target", "steps_to_target", "diverged_epoch"]
 MULTI_SEED_NOTE = ("± is one std over seeds, the CI a 95% t-interval of the mean; 'better than': a paired t-test "
                    "over seeds, Holm-adjusted p < 0.05")
 
@@ -61,7 +61,8 @@ def seed_rows(out: Path, cfg) -> list[dict]:
             t_secs, t_steps = _to_target(hist, cfg.target)
             row = {"recipe": r.name, "seed": s, "status": st["status"], "epochs": len(hist),
                    "steps": int(hist[-1].get("steps", 0)) if hist else 0,
-                   "seconds": round(sum(h["seconds"] for h in hist), 2), "seconds_to_target": t_secs,
+                   "seconds": round(sum(h["seconds"] for h in hist), 2),
+                   "cpu_seconds": round(sum(h.get("cpu_seconds", 0.0) for h in hist), 2), "seconds_to_target": t_secs,
                    "steps_to_target": t_steps,
                    "diverged_epoch": st.get("epoch", "") if st["status"] == "diverged" else "",
                    "history": hist}
@@ -99,6 +100,7 @@ def summarize(out: Path, cfg, per_seed: list[dict] | None = None) -> list[dict]:
             "final_train_loss": mean([h["train_loss"] for h in last]), "final_train_acc": mean([h["train_acc"] for h in last]),
             "final_val_loss": mean([h["val_loss"] for h in last]), "final_val_acc": mean([h["val_acc"] for h in last]),
             "seconds": round(mean([x["seconds"] for x in mine]) or 0.0, 2),
+            "cpu_seconds": round(mean([x["cpu_seconds"] for x in mine]) or 0.0, 2),
             "target": cfg.target if cfg.target is not None else "",
             # reached in every seed: mean over seeds; otherwise say how many never got there
             "seconds_to_target": (round(mean(to_t), 2) if len(to_t) == len(mine) else
@@ -131,7 +133,7 @@ def ranking_table(rows: list[dict], seeds: int, target=None) -> tuple[list[str],
     multi = seeds > 1
     header = (["rank", "recipe", "test accuracy"] + (["95% CI", "F1", "better than"] if multi else
                                                      ["precision", "recall", "F1"])
-              + (["time to target", "steps to target"] if target else []) + ["steps", "wall time"])
+              + (["time to target", "steps to target"] if target else []) + ["steps", "wall time", "CPU time"])
     pct = lambda v: f"{float(v):.2%}"  # noqa: E731
     f3 = lambda v: f"{float(v):.3f}"  # noqa: E731
     body = []
@@ -149,8 +151,9 @@ def ranking_table(rows: list[dict], seeds: int, target=None) -> tuple[list[str],
             t = r.get("seconds_to_target", "")
             number = isinstance(t, (int, float)) or (isinstance(t, str) and t[:1].isdigit())
             cells += [f"{float(t):.1f} s" if number else (t or "never"), str(r.get("steps_to_target", ""))]
+        cpu = r.get("cpu_seconds", "")
         cells += [f"{float(r['steps']):.0f}" if r.get("steps") not in (None, "") else "",
-                  f"{float(r['seconds']):.1f} s"]
+                  f"{float(r['seconds']):.1f} s", f"{float(cpu):.1f} s" if cpu not in (None, "") else ""]
         body.append(cells)
     return header, body
 

@@ -29,7 +29,7 @@ from .files import atomic_write_bytes, prepare_out_dir, read_json, write_csv, wr
 WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
 CHECKPOINT = "checkpoint.pt"
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "steps", "cpu_seconds"]
 
 
 def start_run_folder(run: Path, resume: bool, force: bool, config: dict, precision: str, meta: dict, ds,
@@ -54,7 +54,7 @@ def write_config(run: Path, config: dict, precision: str, meta: dict, ds, enviro
 
 
 def write_history(run: Path, history: list[dict]) -> None:
-    write_csv(run / "history.csv", HISTORY_COLUMNS, ([h[c] for c in HISTORY_COLUMNS] for h in history))
+    write_csv(run / "history.csv", HISTORY_COLUMNS, ([h.get(c, "") for c in HISTORY_COLUMNS] for h in history))
 
 
 def save_weights(run: Path, model: torch.nn.Module, meta: dict) -> None:

@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     steps_done = int(history[-1].get("steps", 0)) if history else 0
     stopped_early, stopped_by = False, None  # by --budget (steps or seconds); "patience": by --patience
     for epoch in range(len(history) + 1, cfg.epochs + 1):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         budget = Budget(steps=None if cfg.max_steps is None else cfg.max_steps - steps_done,
                         deadline=None if cfg.max_seconds is None else t_start + cfg.max_seconds)
         tr_size = epoch_sizes[epoch - 1]
@@ -290,7 +290,10 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
             cfg.eval_batch_size, recipe.test_mirror) if d.main else None)
         history.append({"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": val_loss,
                         "val_acc": val_acc, "lr": loop.optimizer.param_groups[0]["lr"],
-                        "seconds": round(time.perf_counter() - t0, 3), "steps": steps_done})
+                        "seconds": round(time.perf_counter() - t0, 3), "steps": steps_done,
+                        # CPU seconds of every thread of this process: what the epoch cost, whatever else
+                        # shared the cores (compare --jobs runs recipes side by side)
+                        "cpu_seconds": round(time.process_time() - cpu0, 3)})
         if val_acc > best["val_acc"]:
             best = {"epoch": epoch, "val_acc": val_acc, "state": copy.deepcopy(
                 (loop.ema.module if loop.ema else trained).state_dict()) if cfg.keep == "best" else None}
