@@ -2,9 +2,9 @@
 
 Four presets x N epochs of seed-cnn at 224 px on ../shared/data/petimages, one invocation,
 the same split for everyone (imgclf's prepare, laid out as folders for Keras). Wall times
-include everything each contestant does from the JPEGs (imgclf: prepare + cache + compare).
+include everything each contestant does from the JPEGs (imgclf: prepare with its cache + compare).
 
-    python benchmarks/end_to_end.py --epochs 3 [--jobs 1] [--skip-keras] [--skip-tutorial]
+    python benchmarks/end_to_end.py --epochs 3 [--jobs N] [--skip-keras] [--skip-tutorial]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--skip-keras", action="store_true")
     ap.add_argument("--skip-tutorial", action="store_true")
-    ap.add_argument("--jobs", type=int, default=1, help="imgclf compare --jobs (recipes trained at once)")
+    ap.add_argument("--jobs", type=int, default=0, help="imgclf compare --jobs (runs trained at once; 0: its default)")
     args = ap.parse_args()
     shared = need_shared()
     tmp = Path(tempfile.mkdtemp(prefix="imgclf-e2e-"))
@@ -49,9 +49,9 @@ def main():
     results = {}
     try:
         t = time.perf_counter()
-        imgclf("prepare", shared / "petimages", "--out", data, "--materialize", "symlink")
+        imgclf("prepare", shared / "petimages", "--out", data, "--materialize", "symlink", "--cache", "224")
         imgclf("compare", data, "--out", cmp_, "--epochs", str(args.epochs), "--optimizers", ",".join(PRESETS),
-               "--jobs", str(args.jobs))
+               *(["--jobs", str(args.jobs)] if args.jobs else []))
         secs = time.perf_counter() - t
         import csv
 
@@ -76,7 +76,7 @@ def main():
              *(f"{res[p]['test_accuracy']:.1%}" if p in res else "-" for p in PRESETS)]
             for name, (secs, res) in results.items()]
     print(f"\nmachine: {machine()}; seed-cnn 224 px, {args.epochs} epochs per preset, PetImages 10k, "
-          f"70/30 split with 7% val; imgclf compare --jobs {args.jobs}\n")
+          f"70/30 split with 7% val; imgclf compare --jobs {args.jobs or 'default'}\n")
     print(table(["contestant", "wall s", "vs imgclf", *(f"{p} test acc" for p in PRESETS)], rows))
 
 

@@ -279,7 +279,8 @@ def compare(
     target: Optional[float] = typer.Option(None, help="report time and steps to reach this val accuracy"),
     tune_lr: bool = typer.Option(False, help="pick each recipe's lr by a short search on the val split first"),
     tune_epochs: int = typer.Option(1, help="epochs per learning rate tried by --tune-lr"),
-    jobs: int = typer.Option(1, help="train this many recipes at once in worker processes"),
+    jobs: Optional[int] = typer.Option(None, help="train this many runs at once, each in a worker process with its "
+                                                   "share of the cores (default: 2 where there are 2 cores)"),
     nproc: int = typer.Option(1, "--nproc", help="deal the (recipe, seed) runs out to N processes under torchrun "
                                                  "(several machines: see the README)"),
     model: str = typer.Option("seed-cnn"),
@@ -296,7 +297,7 @@ def compare(
     force: bool = typer.Option(False, help="replace an existing comparison folder made by imgclf"),
 ):
     """Train the same model from the same weights once per optimizer recipe (and seed); rank them."""
-    if jobs > 1 and (nproc > 1 or "WORLD_SIZE" in os.environ):
+    if jobs is not None and jobs > 1 and (nproc > 1 or "WORLD_SIZE" in os.environ):
         raise ImgclfError("--jobs and --nproc both spread the runs over processes: pick one")
     _launch_if(nproc)
     start_workers()

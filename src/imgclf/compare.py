@@ -28,7 +28,7 @@ from .manifest import load_dataset
 from .models import create_model, get_spec
 from .plots import plot_overlay
 from .prepare import ensure_prepared
-from .progress import console
+from .progress import console, default_workers
 from .recipes import PRESETS, TUTORIAL_PRESETS, Recipe
 from .runfolder import read_status
 from .train import TrainConfig, train
@@ -50,7 +50,12 @@ class CompareConfig:
     target: float | None = None  # report time and steps to this val accuracy
     tune_lr: bool = False
     tune_epochs: int = 1
-    jobs: int = 1
+    # Runs trained at once, each in a worker process with its share of the cores. None: two lanes
+    # wherever there are two cores and two runs: batch-1 SGD gains nothing from a second thread
+    # (195 img/s on one or two) while the batched recipes run at 73% of their two-thread speed on
+    # one, so side by side the tutorial's experiment took 168 s against 228 s one run at a time
+    # (BENCHMARKS.md). Each run's CPU seconds are reported beside its wall time.
+    jobs: int | None = None
 
     def __post_init__(self):
         if self.base.model == "auto":
@@ -75,7 +80,7 @@ class CompareConfig:
             raise ImgclfError(f"--seeds must be between 1 and 100, got {self.seeds}")
         if self.target is not None and not 0 < self.target <= 1:
             raise ImgclfError(f"--target is a val accuracy in (0, 1], got {self.target}")
-        if not 1 <= self.jobs <= 64:
+        if self.jobs is not None and not 1 <= self.jobs <= 64:
             raise ImgclfError(f"--jobs must be between 1 and 64, got {self.jobs}")
         if self.tune_epochs < 1:
             raise ImgclfError(f"--tune-epochs must be >= 1, got {self.tune_epochs}")
@@ -125,7 +130,7 @@ def compare(cfg: CompareConfig, resume: bool = False) -> list[dict]:
     d = distributed.context()
     cfg, units = distributed.share(d, _setup(cfg, resume) if d.main else None)  # --tune-lr: minutes, or hours
     mine = units[d.rank :: d.world]
-    _run_units(mine, cfg.jobs if not d.active else 1)
+    _run_units(mine, lanes(cfg.jobs, len(mine)) if not d.active else 1)
     distributed.long_barrier(d)  # every run finished before the summary reads their folders
     if not d.main:
         return distributed.share(d, None)
@@ -179,8 +184,16 @@ def _setup(cfg: CompareConfig, resume: bool) -> tuple[CompareConfig, list[tuple[
     return cfg, units
 
 
+def lanes(jobs: int | None, runs: int) -> int:
+    """How many runs train at once: `jobs` as asked, else two where two cores and two runs allow."""
+    if jobs is not None:
+        return jobs
+    return 2 if default_workers() >= 2 and runs >= 2 else 1
+
+
 def _run_units(units: list[tuple[TrainConfig, dict, bool]], jobs: int) -> None:
-    """Train each unit, in order, or in `jobs` worker processes sharing the cores between them."""
+    """Train each unit, in order, or in `jobs` worker processes sharing the cores between them,
+    their progress drawn here, one bar per run."""
     if jobs <= 1 or len(units) <= 1:
         for rc, init, res in units:
             _train_unit(rc, init, res)
@@ -188,20 +201,50 @@ def _run_units(units: list[tuple[TrainConfig, dict, bool]], jobs: int) -> None:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_threads,
-                             initargs=(threads,)) as ex:
-        for f in [ex.submit(_train_unit, rc, init, res) for rc, init, res in units]:
+    from .progress import relayed_bars
+
+    ctx = get_context("spawn")
+    queue = ctx.Queue()
+    threads = max(1, default_workers() // jobs)
+    for rc, *_ in units:
+        console.print(f"[bold]{rc.out.name}[/bold]: {rc.recipe.description or rc.recipe.optimizer}")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads, queue)) as ex:
+        futures = [ex.submit(_train_unit, rc, init, res, True) for rc, init, res in units]
+        relayed_bars(queue, [rc.out.name for rc, *_ in units], lambda: not all(f.done() for f in futures))
+        for f in futures:
             f.result()
 
 
-def _worker_threads(n: int) -> None:
-    os.environ["IMGCLF_QUIET"] = "1"  # bars from several processes would interleave
-    torch.set_num_threads(n)
+def _worker_init(threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    _RELAY_QUEUE[0] = queue
+    _die_with_parent()
 
 
-def _train_unit(rc: TrainConfig, init: dict, resume: bool) -> None:
-    console.print(f"[bold]{rc.out.name}[/bold]: {rc.recipe.description or rc.recipe.optimizer}")
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the comparison's process dies, so a killed comparison
+    leaves no orphan still writing into a run folder that `--resume` would train again."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+_RELAY_QUEUE = [None]  # a worker's queue to the parent's display
+
+
+def _train_unit(rc: TrainConfig, init: dict, resume: bool, in_worker: bool = False) -> None:
+    if in_worker:
+        from .progress import relay_to
+
+        relay_to(_RELAY_QUEUE[0], rc.out.name)
+    else:
+        console.print(f"[bold]{rc.out.name}[/bold]: {rc.recipe.description or rc.recipe.optimizer}")
     try:
         train(rc, init_state=init, resume=resume, dist=distributed.SINGLE)  # a run of its own, even under torchrun
     except Diverged as e:
@@ -213,7 +256,7 @@ def _write_spec(out: Path, cfg: CompareConfig) -> None:
     write_json(out / "compare.json", {
         "data": str(Path(base.data).resolve()), "model": base.model, "epochs": base.epochs, "seed": base.seed,
         "seeds": cfg.seeds, "resplit": cfg.resplit, "budget": cfg.budget, "target": cfg.target,
-        "tune_lr": cfg.tune_lr, "jobs": cfg.jobs, "recipes": [r.to_dict() for r in cfg.recipes],
+        "tune_lr": cfg.tune_lr, "jobs": lanes(cfg.jobs, len(cfg.recipes) * cfg.seeds), "recipes": [r.to_dict() for r in cfg.recipes],
         "pretrained": base.pretrained, "mode": base.mode if base.pretrained else "",
         "settings": {k: getattr(base, k) for k in ("device", "precision", "channels_last", "hflip", "vflip")},
         "base": base.to_dict(),

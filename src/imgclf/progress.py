@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -55,7 +56,72 @@ def make_progress(unit: str = "img", extra: str = "") -> Progress:
     ]
     if extra:
         cols.append(TextColumn(extra))
+    if _RELAY is not None:
+        return _Relayed(*cols, console=console, queue=_RELAY[0], name=_RELAY[1])
     return Progress(*cols, console=console, transient=False, disable=_quiet())
+
+
+# A worker process of `compare --jobs` draws no bars (several processes' bars would interleave on
+# one terminal): its bars' state goes to the parent, which draws one line per run (`relayed_bars`).
+_RELAY: tuple | None = None
+
+
+def relay_to(queue, name: str) -> None:
+    """From now on this process's bars report to `queue` as run `name`, instead of drawing."""
+    global _RELAY
+    _RELAY = (queue, name)
+
+
+class _Relayed(Progress):
+    """Draws nothing; sends (run, description, done, total, fields) of the bar it last moved, at
+    most every RELAY_EVERY seconds and when a bar completes."""
+
+    def __init__(self, *cols, queue, name, **kw):
+        super().__init__(*cols, disable=True, **kw)
+        self._queue, self._name, self._sent = queue, name, 0.0
+
+    def update(self, task_id, **kw):  # noqa: D102
+        super().update(task_id, **kw)
+        self._send(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:  # noqa: D102
+        super().advance(task_id, advance)
+        self._send(task_id)
+
+    def _send(self, task_id) -> None:
+        t = self._tasks[task_id]
+        now = time.monotonic()
+        if now - self._sent < RELAY_EVERY and not t.finished:
+            return
+        self._sent = now
+        self._queue.put((self._name, t.description, t.completed, t.total, dict(t.fields)))
+
+
+RELAY_EVERY = 0.25  # s: the parent's display refreshes at about this rate anyway
+
+
+def relayed_bars(queue, names: list[str], running) -> None:
+    """Draw one bar per run from what its worker relays, until `running()` is False: the bar shows
+    the worker's current bar (an epoch, a feature pass, the test pass) with its own rate and ETA."""
+    import queue as queues
+
+    with make_progress("img", "{task.fields[note]}") as bar:
+        tasks = {n: bar.add_task(f"{n}: waiting", total=None, note="") for n in names}
+        shown: dict[str, str] = {}
+        while True:
+            try:
+                name, desc, done, total, fields = queue.get(timeout=RELAY_EVERY)
+            except queues.Empty:
+                if not running():
+                    return
+                continue
+            note = " ".join(f"{k} {v}" for k, v in fields.items())
+            if shown.get(name) != desc:  # a new bar in that worker: its rate starts afresh
+                shown[name] = desc
+                label = desc if desc.startswith(name + " ") else f"{name}: {desc}"
+                bar.reset(tasks[name], total=total, completed=done, description=label, note=note)
+            else:
+                bar.update(tasks[name], total=total, completed=done, note=note)
 
 
 def _quiet() -> bool:
