@@ -131,3 +131,16 @@ def test_prepare_with_a_cache_decodes_each_file_once_into_the_same_dataset(tmp_p
     for s in expected:
         assert np.array_equal(got[s].images, expected[s].images) and np.array_equal(got[s].labels, expected[s].labels)
     assert [p.name for p in (tmp_path / "one" / "cache").iterdir()] == [cache_dir(one, 24).name]  # no temp folder left
+
+
+def test_prepare_with_a_cache_that_fails_after_decoding_leaves_no_half_made_cache(tmp_path, monkeypatch):
+    from imgclf import prepare as prepare_module
+
+    def cannot_link(rows, out, how):
+        raise ImgclfError("--materialize hardlink failed")
+
+    monkeypatch.setattr(prepare_module, "materialize", cannot_link)
+    src = make_folder(tmp_path / "src", n=5)
+    with pytest.raises(ImgclfError, match="hardlink failed"):
+        prepare(PrepareConfig(src=src, out=tmp_path / "d", workers=1, cache=16, materialize="hardlink"))
+    assert list((tmp_path / "d" / "cache").iterdir()) == []  # the decoded rows went with the failure

@@ -7,8 +7,9 @@ from imgclf import progress
 
 def test_a_relayed_bar_reports_its_state_and_the_parent_draws_it(monkeypatch):
     q = queue.Queue()
-    monkeypatch.setattr(progress, "_RELAY", None)
-    progress.relay_to(q, "adam")
+    monkeypatch.setattr(progress, "_RELAY", {})
+    progress.relay_to(q)
+    progress.relay_to(name="adam")  # the queue stays: a worker's next run
     with progress.make_progress("img", "loss {task.fields[loss]}") as bar:
         assert bar.disable  # a worker draws nothing itself
         t = bar.add_task("adam 1/3", total=100, loss="-")
@@ -21,7 +22,7 @@ def test_a_relayed_bar_reports_its_state_and_the_parent_draws_it(monkeypatch):
     assert len(sent) < 100  # throttled: not one message per step
     assert sent[-1] == ("adam", "adam 1/3", 100, 100, {"loss": "0.5"})  # the final state always goes
 
-    monkeypatch.setattr(progress, "_RELAY", None)  # the parent draws
+    monkeypatch.setattr(progress, "_RELAY", {})  # the parent draws
     drawn = {}
     real_reset = progress.Progress.reset
 

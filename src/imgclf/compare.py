@@ -11,7 +11,6 @@ recipes trained in parallel worker processes.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -216,8 +215,10 @@ def _run_units(units: list[tuple[TrainConfig, dict, bool]], jobs: int) -> None:
 
 
 def _worker_init(threads: int, queue) -> None:
+    from .progress import relay_to
+
     torch.set_num_threads(threads)
-    _RELAY_QUEUE[0] = queue
+    relay_to(queue)
     _die_with_parent()
 
 
@@ -235,14 +236,11 @@ def _die_with_parent() -> None:
             pass
 
 
-_RELAY_QUEUE = [None]  # a worker's queue to the parent's display
-
-
 def _train_unit(rc: TrainConfig, init: dict, resume: bool, in_worker: bool = False) -> None:
     if in_worker:
         from .progress import relay_to
 
-        relay_to(_RELAY_QUEUE[0], rc.out.name)
+        relay_to(name=rc.out.name)
     else:
         console.print(f"[bold]{rc.out.name}[/bold]: {rc.recipe.description or rc.recipe.optimizer}")
     try:
@@ -256,7 +254,8 @@ def _write_spec(out: Path, cfg: CompareConfig) -> None:
     write_json(out / "compare.json", {
         "data": str(Path(base.data).resolve()), "model": base.model, "epochs": base.epochs, "seed": base.seed,
         "seeds": cfg.seeds, "resplit": cfg.resplit, "budget": cfg.budget, "target": cfg.target,
-        "tune_lr": cfg.tune_lr, "jobs": lanes(cfg.jobs, len(cfg.recipes) * cfg.seeds), "recipes": [r.to_dict() for r in cfg.recipes],
+        "tune_lr": cfg.tune_lr, "jobs": lanes(cfg.jobs, len(cfg.recipes) * cfg.seeds),
+        "recipes": [r.to_dict() for r in cfg.recipes],
         "pretrained": base.pretrained, "mode": base.mode if base.pretrained else "",
         "settings": {k: getattr(base, k) for k in ("device", "precision", "channels_last", "hflip", "vflip")},
         "base": base.to_dict(),

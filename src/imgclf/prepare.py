@@ -124,6 +124,23 @@ def prepare(cfg: PrepareConfig) -> Dataset:
         good, cached, failed = _decode_into_cache(cfg, out, good)
         order = {str(p): i for i, p in enumerate(paths)}
         rejected = sorted(rejected + failed, key=lambda r: order[r[0]])  # as a two-pass prepare lists them
+    try:
+        ds = _write_dataset(cfg, out, found, good, rejected, duplicates, excluded, edits)
+    except BaseException:
+        if cached is not None:  # no manifest, no cache: nothing half-made is left under out/cache
+            shutil.rmtree(cached, ignore_errors=True)
+        raise
+    if cached is not None:
+        finish_cache(cached, ds, cfg.cache)
+    elif fused:
+        open_cache(ds, cfg.cache, workers=cfg.workers)  # a file failed to decode: built on the final split
+    return ds
+
+
+def _write_dataset(cfg: PrepareConfig, out: Path, found, good: list, rejected: list, duplicates: list,
+                   excluded: list, edits: dict) -> Dataset:
+    """Split the good files and write manifest.csv, the CSVs, dataset.json (and the laid-out
+    folders); returns the dataset as loaded back."""
     if not good:
         raise ImgclfError(f"no decodable images in {cfg.src}; see {out / 'rejected.csv'}")
     classes = sorted({c for _, c, *_ in good})
@@ -163,12 +180,7 @@ def prepare(cfg: PrepareConfig) -> Dataset:
     write_json(out / "dataset.json", info)
     if cfg.materialize != "none":
         materialize(rows, out, cfg.materialize)
-    ds = load_dataset(out)
-    if cached is not None:
-        finish_cache(cached, ds, cfg.cache)
-    elif fused:
-        open_cache(ds, cfg.cache, workers=cfg.workers)  # a file failed to decode: built on the final split
-    return ds
+    return load_dataset(out)
 
 
 def _decode_into_cache(cfg: PrepareConfig, out: Path, good: list) -> tuple[list, Path | None, list]:

@@ -56,20 +56,22 @@ def make_progress(unit: str = "img", extra: str = "") -> Progress:
     ]
     if extra:
         cols.append(TextColumn(extra))
-    if _RELAY is not None:
-        return _Relayed(*cols, console=console, queue=_RELAY[0], name=_RELAY[1])
+    if _RELAY:
+        return _Relayed(*cols, console=console, queue=_RELAY["queue"], name=_RELAY["name"])
     return Progress(*cols, console=console, transient=False, disable=_quiet())
 
 
 # A worker process of `compare --jobs` draws no bars (several processes' bars would interleave on
 # one terminal): its bars' state goes to the parent, which draws one line per run (`relayed_bars`).
-_RELAY: tuple | None = None
+_RELAY: dict = {}
 
 
-def relay_to(queue, name: str) -> None:
-    """From now on this process's bars report to `queue` as run `name`, instead of drawing."""
-    global _RELAY
-    _RELAY = (queue, name)
+def relay_to(queue=None, name: str = "") -> None:
+    """From now on this process's bars report to `queue` (the one given before, when None) as
+    run `name`, instead of drawing."""
+    if queue is not None:
+        _RELAY["queue"] = queue
+    _RELAY["name"] = name
 
 
 class _Relayed(Progress):
