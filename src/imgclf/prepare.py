@@ -119,13 +119,16 @@ def prepare(cfg: PrepareConfig) -> Dataset:
         first_by_sha[sha] = (path, cls)
         good.append((path, cls, w, h, sha))
 
+    splits = _split(cfg, good)
     cached = None  # the cache decoded in this pass, made visible once the manifest is written
     if fused and good:
-        good, cached, failed = _decode_into_cache(cfg, out, good)
-        order = {str(p): i for i, p in enumerate(paths)}
-        rejected = sorted(rejected + failed, key=lambda r: order[r[0]])  # as a two-pass prepare lists them
+        good, cached, failed = _decode_into_cache(cfg, out, good, splits)
+        if failed:  # the split is drawn again without them, as a two-pass prepare draws it
+            splits = _split(cfg, good)
+            order = {str(p): i for i, p in enumerate(paths)}
+            rejected = sorted(rejected + failed, key=lambda r: order[r[0]])  # and listed in its order
     try:
-        ds = _write_dataset(cfg, out, found, good, rejected, duplicates, excluded, edits)
+        ds = _write_dataset(cfg, out, found, good, splits, rejected, duplicates, excluded, edits)
     except BaseException:
         if cached is not None:  # no manifest, no cache: nothing half-made is left under out/cache
             shutil.rmtree(cached, ignore_errors=True)
@@ -137,10 +140,15 @@ def prepare(cfg: PrepareConfig) -> Dataset:
     return ds
 
 
-def _write_dataset(cfg: PrepareConfig, out: Path, found, good: list, rejected: list, duplicates: list,
-                   excluded: list, edits: dict) -> Dataset:
-    """Split the good files and write manifest.csv, the CSVs, dataset.json (and the laid-out
-    folders); returns the dataset as loaded back."""
+def _split(cfg: PrepareConfig, good: list) -> list[str]:
+    """Each good file's split: what the manifest says, and what a cache decoded before it used."""
+    return assign_splits([c for _, c, *_ in good], cfg.val, cfg.test, cfg.seed)
+
+
+def _write_dataset(cfg: PrepareConfig, out: Path, found, good: list, splits: list[str], rejected: list,
+                   duplicates: list, excluded: list, edits: dict) -> Dataset:
+    """Write manifest.csv (the good files on their splits), the CSVs, dataset.json (and the
+    laid-out folders); returns the dataset as loaded back."""
     if not good:
         raise ImgclfError(f"no decodable images in {cfg.src}; see {out / 'rejected.csv'}")
     classes = sorted({c for _, c, *_ in good})
@@ -148,7 +156,6 @@ def _write_dataset(cfg: PrepareConfig, out: Path, found, good: list, rejected: l
         write_csv(out / "rejected.csv", ["path", "class", "reason"], rejected)
         raise ImgclfError(f"only class {classes[0]} has decodable images; need at least 2")
 
-    splits = assign_splits([c for _, c, *_ in good], cfg.val, cfg.test, cfg.seed)
     rows = [(p, c, s, w, h, sha) for (p, c, w, h, sha), s in zip(good, splits)]
     write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
     write_csv(out / "rejected.csv", ["path", "class", "reason"], rejected)
@@ -183,13 +190,12 @@ def _write_dataset(cfg: PrepareConfig, out: Path, found, good: list, rejected: l
     return load_dataset(out)
 
 
-def _decode_into_cache(cfg: PrepareConfig, out: Path, good: list) -> tuple[list, Path | None, list]:
+def _decode_into_cache(cfg: PrepareConfig, out: Path, good: list, splits: list[str]) -> tuple[list, Path | None, list]:
     """Decode the files that passed their header check into a cache at cfg.cache, on the split they
     get if all of them decode. Returns (the files that decoded, with their sizes as shown; the
     cache's temp folder, or None when some failed and the split changes; the failed as
     rejected rows)."""
     index = {c: i for i, c in enumerate(sorted({c for _, c, *_ in good}))}
-    splits = assign_splits([c for _, c, *_ in good], cfg.val, cfg.test, cfg.seed)
     by_split = {s: [g for g, gs in zip(good, splits) if gs == s] for s in SPLITS}
     tmp, results = decode_splits(out, cfg.cache, {s: [(p, sha) for p, _, _, _, sha in g] for s, g in by_split.items()},
                                  {s: [index[c] for _, c, *_ in g] for s, g in by_split.items()}, cfg.workers)
