@@ -3,6 +3,7 @@
     python benchmarks/expected_accuracy.py [--images 200,600,2000,10000] [--candidates all]
                                            [--seeds 0,1,2] [--budget 300] [--dry-run]
     python benchmarks/expected_accuracy.py --images 10000 --candidates "efficientnet-lite0 fine-tune" --budget 1800
+    python benchmarks/expected_accuracy.py --images 10000 --candidates "efficientnet-lite-ensemble probe+fine-tune" --budget 1800
 
 For each folder size N (the first N/2 cats and N/2 dogs of ../shared/data/petimages, as
 symlinks; 10000: all of it) and each candidate the planner weighs, one `imgclf train FOLDER`
@@ -10,7 +11,8 @@ per seed from the raw JPEGs, every second counted (prepare, caches, features, tr
 Each seed is its own split. The from-scratch candidate is the planned ladder (`--from-scratch`)
 under `--budget seconds=B`; a probe is the fixed recipe plan.py runs (`plan.probe_args`); a
 fine-tune is the recipe plan.py runs for its minimum epochs, under the budget as a hard stop
-(`plan.finetune_args`; run it with the --budget that affords those epochs: 1800 on 10,000 images).
+(`plan.finetune_args`; run it with the --budget that affords those epochs: 1800 on 10,000 images);
+an ensemble likewise, its fine-tuned part for those epochs (`plan.ensemble_args`).
 
 The rows measured replace the table's rows of the same candidate, size and budget; the others
 stay. Full regeneration (4 sizes x 4 candidates x 3 seeds) takes about two hours on 2 cores.
@@ -30,14 +32,17 @@ from pathlib import Path
 from common import ROOT, imgclf, machine, need_shared, subset, table
 
 from imgclf.expected import COLUMNS, TABLE
-from imgclf.plan import FINETUNE_MIN_EPOCHS, FINETUNES, PROBES, SCRATCH, finetune_args, probe_args
+from imgclf.plan import (ENSEMBLES, FINETUNE_MIN_EPOCHS, FINETUNES, PROBES, SCRATCH, ensemble_args, finetune_args,
+                         probe_args)
 
 
 def candidates(budget: int) -> dict[str, list[str]]:
     return {SCRATCH: ["--from-scratch", "--budget", f"seconds={budget}"],
             **{f"{name} probe": probe_args(name) for name in PROBES},
             **{f"{name} fine-tune": [*finetune_args(name, FINETUNE_MIN_EPOCHS), "--budget", f"seconds={budget}"]
-               for name in FINETUNES}}
+               for name in FINETUNES},
+            **{f"{name} probe+fine-tune": [*ensemble_args(name, FINETUNE_MIN_EPOCHS), "--budget", f"seconds={budget}"]
+               for name in ENSEMBLES}}
 
 
 def run(folder: Path, args: list[str], seed: int) -> tuple[float, float]:
@@ -55,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", default="200,600,2000,10000")
     ap.add_argument("--candidates", default="all", help=f"all ({SCRATCH} and the probes) or comma-separated, of: "
-                                                         f"{SCRATCH}, <model> probe, <model> fine-tune")
+                                                         f"{SCRATCH}, <model> probe, <model> fine-tune, <model> probe+fine-tune")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budget", type=int, default=300, help="seconds for the from-scratch and fine-tune candidates")
     ap.add_argument("--dry-run", action="store_true", help="print the rows, leave the table as it is")

@@ -75,6 +75,10 @@ class CompareConfig:
         for r in self.recipes:
             r.validate()
         self.base.validate()
+        if get_spec(self.base.model).parts:
+            names = ", ".join(m for _, m, _ in get_spec(self.base.model).parts)
+            raise ImgclfError(f"--model {self.base.model} trains part by part, not from one set of initial weights per "
+                              f"seed: compare one of its parts instead ({names})")
         if not 1 <= self.seeds <= 100:
             raise ImgclfError(f"--seeds must be between 1 and 100, got {self.seeds}")
         if self.target is not None and not 0 < self.target <= 1:

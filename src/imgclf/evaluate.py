@@ -53,13 +53,18 @@ def evaluate_model(model, meta, split: CachedSplit, split_name: str, run: Path, 
     model = model.to(device, memory_format=fmt)
     logits = predict_logits(model, split, to_input, device, precision, batch_size, tta=meta.get("tta", False),
                             sizes=view_sizes(meta)[1], views=views)
+    return write_evaluation(logits, meta["classes"], split, split_name, run)
+
+
+def write_evaluation(logits: np.ndarray, classes: list[str], split: CachedSplit, split_name: str, run: Path) -> dict:
+    """Metrics of a split's logits; writes metrics(.json), predictions and the confusion matrix PNG."""
     loss, probs, losses = loss_and_predictions(logits, split.labels)
     pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
-    metrics = {"split": split_name, "loss": loss, **compute_metrics(split.labels, pred, meta["classes"])}
+    metrics = {"split": split_name, "loss": loss, **compute_metrics(split.labels, pred, classes)}
     suffix = "" if split_name == "test" else f"-{split_name}"
     write_json(run / f"metrics{suffix}.json", metrics)
-    save_predictions(run / f"predictions{suffix}.csv", split, probs, losses, meta["classes"])
-    plot_confusion(np.array(metrics["confusion_matrix"]), meta["classes"], run / f"confusion{suffix}.png",
+    save_predictions(run / f"predictions{suffix}.csv", split, probs, losses, classes)
+    plot_confusion(np.array(metrics["confusion_matrix"]), classes, run / f"confusion{suffix}.png",
                    f"confusion matrix ({split_name})")
     return metrics
 

@@ -119,6 +119,8 @@ class TrainConfig:
             out = Path(cfg.out)
             size = None if model == "auto" else get_spec(model).check_size(cfg.size)  # the plan picks it later
             cfg = replace(cfg, data=ensure_prepared(cfg.data, out.parent / f"{out.name}-data", cfg.seed, size))
+        if model != "auto" and get_spec(model).parts:  # each part resolves its own recipe (ensemble.py)
+            return replace(cfg, model=model)
         recipe = cfg.recipe
         if isinstance(recipe, str):
             recipe = get_recipe(recipe)
@@ -161,6 +163,11 @@ class TrainConfig:
             raise ImgclfError(f"--budget seconds must be > 0, got {self.max_seconds}")
         if self.mode not in MODES:
             raise ImgclfError(f"--mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if self.model != "auto" and get_spec(self.model).parts:
+            what = " and ".join(f"{m} ({mode})" for _, m, mode in get_spec(self.model).parts)
+            if not self.pretrained or self.pretrained_path or self.mode != "finetune":
+                raise ImgclfError(f"--model {self.model} trains {what} from their ImageNet weights: give it "
+                                  "--pretrained, without --pretrained-path or --mode")
         if self.mode == "probe" and not (self.pretrained or self.pretrained_path):
             raise ImgclfError("--mode probe trains a head on pretrained features: add --pretrained")
         if self.keep not in KEEP:
@@ -203,6 +210,10 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     if cfg.model == "auto":
         raise ImgclfError("a config with model 'auto' is planned first: train(plan(cfg)) picks the model, size "
                           "and epochs that fit its budget")
+    if get_spec(cfg.model).parts:  # parts trained one by one, each a run of its own (ensemble.py)
+        from .ensemble import train_parts
+
+        return train_parts(cfg, resume, distributed.context() if dist is None else dist)
     keep_freed_memory()  # no page faults on every step's activations (device.py): up to 2x on CPU
     d = distributed.context() if dist is None else dist
     run, recipe, spec = Path(cfg.out), cfg.recipe, get_spec(cfg.model)

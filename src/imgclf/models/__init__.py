@@ -45,6 +45,9 @@ class ModelSpec:
     # rate scales as 1 / grid(size), the pixels their stages see (plan.py estimates one from another).
     family: str = ""
     grid: Callable[[int], float] | None = None
+    # A model made of separately trained models (ensemble.py): (its submodule, the registered
+    # model it holds, how that one trains: "probe" or "finetune"), trained in this order.
+    parts: tuple[tuple[str, str, str], ...] = ()
 
     def meta(self, size: int | None = None) -> dict:
         return {"model": self.name, "input_size": size or self.input_size, "mean": list(self.mean),
