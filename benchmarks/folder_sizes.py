@@ -70,6 +70,8 @@ def what(r: dict) -> str:
     if r["mode"] == "probe":
         return f"{r['model']} probe"
     each = f" x {c['epoch_images']:,} img" if c.get("epoch_images") else ""
+    if c.get("parts"):  # an ensemble: its parts, the fine-tune's epochs
+        return f"{r['model']} ({c['parts']}), {r['epochs']} epochs{each}"
     return f"{r['model']} {c.get('size', '')} px, {r['epochs']} epochs{each}"
 
 

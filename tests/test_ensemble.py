@@ -90,6 +90,12 @@ def test_a_long_budget_plans_the_ensemble_for_the_epochs_that_fit(prepared, tmp_
     assert notes[f"{ENSEMBLE} probe+fine-tune"] == "picked"
     assert cfg.plan["flags"] == f"--model {ENSEMBLE} --pretrained --epochs {cfg.epochs}"
     assert "averaged" in cfg.plan["summary"]
+    # Its minimum fits what is left but not SAFETY of it: that many epochs, each of a subset of the images
+    n_val = len(prepared.split_rows("val"))
+    monkeypatch.setattr(plan, "measure_rate", lambda *a, **k: (n_train + n_val / 3) / 21.7)  # need ~57 s of 60
+    cfg = plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "tight", max_seconds=60, workers=1))
+    assert cfg.model == ENSEMBLE and cfg.epochs == 2 and 0.5 * n_train < cfg.epoch_images < n_train
+    assert cfg.plan["flags"].endswith(f"--epochs 2 --epoch-images {cfg.epoch_images}")
     # A budget shorter than any it was measured at: not weighed, the probe runs
     cfg = plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "short", max_seconds=50, workers=1))
     assert cfg.mode == "probe" and cfg.model == "efficientnet-lite0+1"

@@ -43,8 +43,8 @@ def part_config(cfg, name: str, mode: str, out: Path):
     """The TrainConfig of one part: its model and mode with the planner's settings for that mode."""
     from .plan import FINETUNE_MIN_EPOCHS, FINETUNE_SETTINGS, PROBE_SETTINGS
 
-    if mode == "probe":
-        settings = dict(PROBE_SETTINGS)
+    if mode == "probe":  # every feature, every epoch: --epoch-images is the fine-tune's
+        settings = {**PROBE_SETTINGS, "epoch_images": None}
     else:  # what the user set on the ensemble is the fine-tune's
         settings = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in FINETUNE_SETTINGS.items()}
         settings["epochs"] = cfg.epochs or FINETUNE_MIN_EPOCHS

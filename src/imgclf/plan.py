@@ -376,23 +376,29 @@ def _finetune_config(cfg, ds, pick: dict, budget: float, t_begin: float, scratch
 
 def _ensemble_config(cfg, ds, pick: dict, budget: float, t_begin: float, scratch):
     """The ensemble with its fine-tuned part trained for as many epochs as the time left affords
-    once the caches exist (at least FINETUNE_MIN_EPOCHS, which the pick was checked to fit)."""
-    name, epoch_s, test_s = pick["model"], pick["epoch_s"], pick["test_s"]
+    once the caches exist: whole epochs, or where FINETUNE_MIN_EPOCHS whole ones fit the time left
+    but not SAFETY of it, that many epochs of a seeded subset of the images each (split_epochs)."""
+    name, epoch_s, train_s, test_s = pick["model"], pick["epoch_s"], pick["train_s"], pick["test_s"]
     for size in pick["sizes"]:
         open_cache(ds, size, workers=cfg.workers)
     left = budget - (time.perf_counter() - t_begin)
-    rest = pick["probe_s"] + test_s + TAIL_SECONDS  # the probe parts, the whole model's test pass, the tail
-    epochs = max(1, min(MAX_EPOCHS, math.floor((SAFETY * left - rest) / epoch_s)))
+    rest = pick["probe_s"] + test_s + TAIL_SECONDS  # the probe parts, the test pass, the tail
+    n_train = len(ds.split_rows("train"))
+    batch = cfg.batch_size or FINETUNE_SETTINGS["batch_size"]
+    epochs, images = split_epochs(SAFETY * left - rest, epoch_s, train_s, n_train, FINETUNE_MIN_EPOCHS, batch)
+    subset = images < n_train
+    tuned_s = epochs * (epoch_s - train_s * (n_train - images) / n_train)
     cfg = replace(cfg, model=name, pretrained=True, mode="finetune", epochs=epochs,
-                  max_seconds=max(1.0, left - test_s - TAIL_SECONDS)).resolve()
+                  epoch_images=images if subset else None, max_seconds=max(1.0, left - test_s - TAIL_SECONDS)).resolve()
     parts = " and ".join(f"{m} ({mode})" for _, m, mode in get_spec(name).parts)
-    record = {"budget_seconds": budget, "chosen": {"model": name, "epochs": epochs, "parts": parts},
-              "expected_train_seconds": round(pick["probe_s"] + epochs * epoch_s, 1),
-              "seconds_left_at_plan": round(left, 1),
-              "summary": f"{name}: {parts} for {epochs} epochs, probabilities averaged, expected "
+    each = f" of {images:,} of the {n_train:,} training images each" if subset else ""
+    record = {"budget_seconds": budget,
+              "chosen": {"model": name, "epochs": epochs, "epoch_images": images if subset else None, "parts": parts},
+              "expected_train_seconds": round(pick["probe_s"] + tuned_s, 1), "seconds_left_at_plan": round(left, 1),
+              "summary": f"{name}: {parts} for {epochs} epochs{each}, probabilities averaged, expected "
                          f"{pick['expected'][0]:.1%} ({pick['expected'][1]}; from scratch: {_versus(scratch)}), "
-                         f"~{pick['probe_s'] + epochs * epoch_s:.0f} s of training",
-              "flags": " ".join(ensemble_args(name, epochs))}
+                         f"~{pick['probe_s'] + tuned_s:.0f} s of training",
+              "flags": " ".join(ensemble_args(name, epochs) + (["--epoch-images", str(images)] if subset else []))}
     return cfg, record
 
 
@@ -462,15 +468,19 @@ def plan_pretrained(cfg, ds, device, precision: str, t_begin: float, budget: flo
             cache_s = cache_seconds(ds, sizes, cfg.workers)
             probe_s = sum(len(ds.rows) / features_rate(m) + PROBE_HEAD_SECONDS
                           for _, m, mode in spec.parts if mode == "probe")
+            tuned = [m for _, m, mode in spec.parts if mode == "finetune"]
             epoch_s = sum(pass_seconds(finetune_recipe(), get_spec(m).input_size, train_rate(m), n_train, n_val,
-                                       n_test)[0] for _, m, mode in spec.parts if mode == "finetune")
+                                       n_test)[0] for m in tuned)
+            train_s = sum(n_train / train_rate(m) for m in tuned)  # the epoch's training passes alone
             # the test pass: the fine-tuned parts on the test images, the probe parts' features being cached
-            test_s = sum(n_test / features_rate(m, whole=True) for _, m, mode in spec.parts if mode == "finetune")
+            test_s = sum(n_test / features_rate(m, whole=True) for m in tuned)
             need = cache_s + probe_s + FINETUNE_MIN_EPOCHS * epoch_s + test_s + TAIL_SECONDS
-            pick.update(sizes=sizes, probe_s=probe_s, epoch_s=epoch_s, test_s=test_s)
+            pick.update(sizes=sizes, probe_s=probe_s, epoch_s=epoch_s, train_s=train_s, test_s=test_s)
         left = budget - (time.perf_counter() - t_begin)
         row["estimated_seconds"] = round(need, 1)
-        if need > SAFETY * left:
+        # An ensemble whose minimum fits what is left is sized into SAFETY of it by the images its
+        # fine-tune's epochs see (_ensemble_config), as the ladder's cheapest rung is.
+        if need > (1.0 if kind == "probe+fine-tune" else SAFETY) * left:
             row["note"] = f"needs ~{need:.0f} s, {left:.0f} s left"
             continue
         row["note"] = "picked"
