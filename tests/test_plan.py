@@ -20,6 +20,8 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
     real_measure = plan.measure_rate
     monkeypatch.setattr(plan, "measure_rate", lambda name, size, *a, **k: probed.append((name, size))
                         or real_measure(name, size, *a, **k))
+    real_keep = plan.keep_freed_memory
+    monkeypatch.setattr(plan, "keep_freed_memory", lambda: probed.append("malloc") or real_keep())
     r = train(plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "auto", max_seconds=60, workers=1,
                                     from_scratch=True)))
     conf = json.loads((tmp_path / "auto" / "config.json").read_text())
@@ -34,7 +36,7 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
     ]
     est = p["measured"][1]["train_img_per_s"]  # 160 px through a 2x2 stem: a 80x80 grid, 96 / 3 = 32 for the probe
     assert est == pytest.approx(p["measured"][2]["train_img_per_s"] * 32**2 / 80**2, rel=0.01)
-    assert probed == [("fastcnn-s-p3", 96), ("fastcnn-m", 96)]
+    assert probed == ["malloc", ("fastcnn-s-p3", 96), ("fastcnn-m", 96)]  # measured as training will run
     assert conf["model"] == "fastcnn-s-p3" and conf["epochs"] == 3 and conf["recipe"]["name"] == "fastcnn"
     assert p["flags"] == f"--model fastcnn-s-p3 --size 96 --epochs 3 --batch-size {conf['recipe']['batch_size']}"
     assert [c["candidate"] for c in p["candidates"]] == ["from scratch"]  # --from-scratch: nothing else weighed
