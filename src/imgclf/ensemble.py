@@ -9,7 +9,7 @@ a fine-tuned part with the planner's fine-tune settings for --epochs, --optimize
 predict, export, serve and audit see one model. The parts skip their own test pass; the run's
 test metrics average the parts' test predictions, a probe part's from the features its run
 cached (as a probe run scores itself; the whole model agrees up to bf16 rounding), which saves
-the probe backbones a second pass over the test images (~50 s of 3,000 at 240 px here). A
+the probe backbones a second pass over the test images (~45 s for 3,000 at 240 px here). A
 --budget counts for all the parts together; --resume skips the finished parts and resumes the
 one that was stopped.
 """
@@ -27,11 +27,12 @@ from .cache import open_cache
 from .device import environment, keep_freed_memory, pick_device, resolve_precision
 from .distributed import SINGLE, Dist
 from .errors import ImgclfError
-from .load import input_fn
 from .evaluate import predict_logits, write_evaluation
 from .files import read_csv
+from .load import input_fn
 from .manifest import load_dataset
 from .models import create_model, get_spec
+from .plan import FINETUNE_MIN_EPOCHS, FINETUNE_SETTINGS, PROBE_SETTINGS
 from .plots import plot_history
 from .pretrained import feature_input, open_features, weights_file
 from .progress import console
@@ -41,8 +42,6 @@ from .runfolder import (CHECKPOINT, load_model, read_status, save_weights, start
 
 def part_config(cfg, name: str, mode: str, out: Path):
     """The TrainConfig of one part: its model and mode with the planner's settings for that mode."""
-    from .plan import FINETUNE_MIN_EPOCHS, FINETUNE_SETTINGS, PROBE_SETTINGS
-
     if mode == "probe":  # every feature, every epoch: --epoch-images is the fine-tune's
         settings = {**PROBE_SETTINGS, "epoch_images": None}
     else:  # what the user set on the ensemble is the fine-tune's
