@@ -9,8 +9,9 @@ Four kinds of candidate, ranked by the accuracy measured for them at this folder
 budget (expected.py reads it from expected_accuracy.csv): a linear probe on frozen ImageNet
 features (PROBES), a whole pretrained network fine-tuned for the epochs that fit (FINETUNES), a
 probe and a fine-tune averaged (ENSEMBLES, ensemble.py), all when their weights packages are
-installed and --from-scratch is not given, and the from-scratch ladder below. The most accurate candidate expected that fits the budget wins;
-what was weighed is printed and recorded in the run's config.json.
+installed and --from-scratch is not given, and the from-scratch ladder below. The most accurate
+candidate expected that fits the budget wins; what was weighed is printed and recorded in the
+run's config.json.
 
 The from-scratch rule, from the ablations in docs/experiments.md ("Exploration: architecture, size, epochs"): a bigger
 model at a bigger size wins once it gets enough epochs to converge, and loses when it does not.
@@ -106,8 +107,9 @@ def probe_args(name: str, recipe: str = PROBE_SETTINGS["recipe"]) -> list[str]:
 FINETUNES = ("efficientnet-lite0",)
 # The probe and a fine-tune side by side, probabilities averaged (models/efficientnet_lite.py,
 # LiteEnsemble): where a budget affords the probe plus FINETUNE_MIN_EPOCHS of fine-tuning, the
-# pair errs less than either (99.37% against the probe's 99.13% on the seed 0 split of 10k), and
-# the fine-tune's epochs grow with the budget instead of the probe ending it in 2-3 minutes.
+# two together err less than either (99.37 / 99.23% against the probe's 99.13 / 99.10% on the
+# seed 0 / 1 splits of 10k), and the fine-tune's epochs grow with the budget instead of the probe
+# ending it in 2-3 minutes.
 ENSEMBLES = ("efficientnet-lite-ensemble",)
 FINETUNE_SETTINGS = dict(recipe="adam", lr=3e-4, schedule="onecycle", batch_size=32)
 FINETUNE_MIN_EPOCHS = 4
@@ -480,6 +482,8 @@ def plan_pretrained(cfg, ds, device, precision: str, t_begin: float, budget: flo
             test_s = sum(n_test / features_rate(m, whole=True) for m in tuned)
             need = cache_s + probe_s + FINETUNE_MIN_EPOCHS * epoch_s + test_s + TAIL_SECONDS
             pick.update(sizes=sizes, probe_s=probe_s, epoch_s=epoch_s, train_s=train_s, test_s=test_s)
+            row.update({f"{m} {'features' if mode == 'probe' else 'train'}_img_per_s": round(
+                features_rate(m) if mode == "probe" else train_rate(m), 1) for _, m, mode in spec.parts})
         left = budget - (time.perf_counter() - t_begin)
         row["estimated_seconds"] = round(need, 1)
         # An ensemble whose minimum fits what is left is sized into SAFETY of it by the images its
