@@ -48,9 +48,20 @@ def test_an_ensemble_trains_its_parts_and_is_one_model_downstream(prepared, tmp_
     served = clf.predict_proba([r["path"] for r in preds])
     assert np.abs(served - expected).max() < 1e-3
 
-    # --resume of a run stopped after its parts finished: no part trains again, the same model results
+    # Ctrl-C in a part: the run says how to resume it (the run, not the part)
     import imgclf.train as train_mod
+    from conftest import ctrl_c_in_epoch
 
+    from imgclf.errors import Interrupted
+
+    ctrl_c_in_epoch(monkeypatch, 1)
+    with pytest.raises(Interrupted, match=f"--resume {tmp_path / 'stopped'}"):
+        train(TrainConfig(data=prepared.root, out=tmp_path / "stopped", model=ENSEMBLE, pretrained=True, epochs=1,
+                          workers=1))
+    assert json.loads((tmp_path / "stopped" / "status.json").read_text())["status"] == "interrupted"
+    monkeypatch.undo()
+
+    # --resume of a run stopped after its parts finished: no part trains again, the same model results
     (run / "status.json").write_text('{"status": "interrupted"}')
     real, calls = train_mod.train, []
     monkeypatch.setattr(train_mod, "train", lambda cfg, **k: calls.append(cfg) or real(cfg, **k))

@@ -26,7 +26,7 @@ import torch
 from .cache import open_cache
 from .device import environment, keep_freed_memory, pick_device, resolve_precision
 from .distributed import SINGLE, Dist
-from .errors import ImgclfError
+from .errors import Diverged, ImgclfError, Interrupted
 from .evaluate import predict_logits, write_evaluation
 from .files import read_csv
 from .load import input_fn
@@ -103,7 +103,15 @@ def train_parts(cfg, resume: bool = False, dist: Dist = SINGLE):
         if not (resume and read_status(pc.out)["status"] == "done"):
             console.print(f"[bold]part {attr}[/bold]: {pc.model} ({pc.mode})")
             left = None if deadline is None else max(1.0, deadline - time.perf_counter())
-            train(replace(pc, max_seconds=left), resume=resume and (pc.out / CHECKPOINT).is_file(), dist=SINGLE)
+            try:
+                train(replace(pc, max_seconds=left), resume=resume and (pc.out / CHECKPOINT).is_file(), dist=SINGLE)
+            except Interrupted:  # the part saved its checkpoint; the run resumes from its own folder
+                write_status(run, "interrupted", part=attr)
+                raise Interrupted(f"stopped in part {attr} ({pc.model}); continue with "
+                                  f"`imgclf train --resume {run}`") from None
+            except Diverged as e:
+                write_status(run, "diverged", part=attr, epoch=e.epoch, step=e.step, message=str(e))
+                raise
         stopped_early |= bool(read_status(pc.out).get("stopped_by_budget"))
         part, _ = load_model(pc.out)
         getattr(model, attr).load_state_dict(part.state_dict())
