@@ -73,6 +73,29 @@ def test_stale_cache_is_rebuilt(prepared):
     assert not old.exists()  # the stale one was reclaimed
 
 
+def test_a_second_build_of_the_same_cache_leaves_the_first_in_place(prepared):
+    # Two runs on one dataset build the same cache at once: the one that finishes second must
+    # not delete the files the first is reading (it keeps them; the bytes are the same).
+    from imgclf.cache import build_cache
+
+    first = open_cache(prepared, 16, workers=1)
+    d = cache_dir(prepared, 16)
+    inode = (d / "test-images.npy").stat().st_ino
+    assert build_cache(prepared, 16, workers=1) == d  # the other run's build, finishing now
+    assert (d / "test-images.npy").stat().st_ino == inode
+    assert not list((prepared.root / "cache").glob(".tmp-*"))  # its own copy dropped
+    again = open_cache(prepared, 16, build=False)
+    assert all(np.array_equal(first[s].images, again[s].images) for s in first)
+
+
+def test_a_broken_cache_folder_is_replaced(prepared):
+    d = cache_dir(prepared, 16)
+    d.mkdir(parents=True)
+    (d / "train-images.npy").write_bytes(b"half")  # no meta.json: not a finished cache
+    splits = open_cache(prepared, 16, workers=1)
+    assert len(splits["train"]) == len(prepared.split_rows("train")) and (d / "meta.json").is_file()
+
+
 def test_changed_image_is_detected(prepared):
     p = prepared.rows[0]["path"]
     with open(p, "ab") as f:

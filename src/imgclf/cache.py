@@ -146,9 +146,24 @@ def finish_cache(tmp: Path, ds: Dataset, size: int) -> Path:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
         _remove_stale(root, size, keep=final)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        _publish(tmp, final, ds, size)
     return final
+
+
+def _publish(tmp: Path, final: Path, ds: Dataset, size: int) -> None:
+    """Rename the finished cache into place. Two runs on one dataset (two `imgclf train` in two
+    terminals) may build the same cache at once: the second to finish keeps the first's (the same
+    key, the same bytes) and drops its own, so the files the first is reading never vanish."""
+    try:
+        os.rename(tmp, final)  # fails where final is a non-empty folder, replaces an empty one
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        if _is_complete(final, ds, size):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        shutil.rmtree(final, ignore_errors=True)  # a broken leftover nobody can be reading
+        os.rename(tmp, final)
 
 
 @contextmanager
