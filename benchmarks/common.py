@@ -27,7 +27,12 @@ def machine() -> str:
         pass
     import torch
 
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}"
+    from imgclf.device import cpu_has_fast_bf16
+
+    # The same model name covers hosts with and without AVX-512: say which, it sets imgclf's precision
+    isa = "AVX-512 BF16: bf16" if cpu_has_fast_bf16() else "no fast bf16: fp32"
+    return (f"{cpu} ({isa}), {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
 
 
 PRESET_NAMES = "vanilla-sgd,minibatch-sgd,momentum,adam"
