@@ -58,6 +58,21 @@ def test_muon_group_steps_at_a_fixed_norm_by_an_orthogonal_matrix():
     assert abs(w.norm().item() - 4.0) < 0.05  # sqrt(16 output channels), decay ignored
 
 
+@pytest.mark.parametrize("fast_bf16, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_newton_schulz_runs_in_bf16_only_where_the_cpu_has_it(monkeypatch, fast_bf16, dtype):
+    # Emulated bf16 matmuls made Muon's step 25x slower on an AVX2-only CPU: there it runs in fp32
+    import imgclf.muon as muon
+
+    monkeypatch.setattr("imgclf.device.cpu_has_fast_bf16", lambda: fast_bf16)
+    assert muon.ns_dtype(torch.device("cpu")) == dtype
+    seen = []
+    monkeypatch.setattr(muon, "orthogonalize", lambda g, steps, dt: seen.append(dt) or muon.torch.zeros_like(g))
+    w = torch.nn.Parameter(torch.randn(8, 4, 3, 3))
+    w.grad = torch.randn_like(w)
+    MuonSGD([{"params": [w], "muon": True}], lr=0.01).step()
+    assert seen == [dtype]
+
+
 def test_recipe_routes_conv_filters_to_muon():
     m = create_model("fastcnn-s", 2)
     r = Recipe("x", "sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, decay_norm_bias=False,
