@@ -38,7 +38,8 @@ def train_rate(model_name: str, size: int, batch: int, ns: torch.dtype | None, s
     from imgclf.optim import build_optimizer, param_groups
 
     torch.manual_seed(0)
-    recipe = replace(get_spec(model_name).recipe, batch_size=batch, muon=get_spec(model_name).recipe.muon if ns else None)
+    bundled = get_spec(model_name).recipe
+    recipe = replace(bundled, batch_size=batch, muon=bundled.muon if ns else None)
     model = create_model(model_name, 2).to(memory_format=torch.channels_last).train()
     opt = build_optimizer(recipe, param_groups(recipe, model))
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
