@@ -47,7 +47,10 @@ def test_predict_keeps_bad_inputs_on_their_own_line(small_run, tmp_path):
     res = clf.predict([good, bad, np.zeros((4, 4), np.float32), tmp_path / "missing.png", good], top_k=3)
     assert [bool(r["error"]) for r in res] == [False, True, True, True, False]
     assert "not an image" in res[1]["error"] and "uint8" in res[2]["error"]
-    assert res[0] == res[4] and [c for c, _ in res[0]["top_k"]][0] == res[0]["class"] and len(res[0]["top_k"]) == 3
+    # the same image in another batch: the same answer, to float rounding (fp32 kernels differ by batch size)
+    assert res[0]["class"] == res[4]["class"] and [c for c, _ in res[0]["top_k"]] == [c for c, _ in res[4]["top_k"]]
+    assert res[0]["probs"] == pytest.approx(res[4]["probs"], rel=1e-5, abs=1e-7)
+    assert [c for c, _ in res[0]["top_k"]][0] == res[0]["class"] and len(res[0]["top_k"]) == 3
     assert [p for _, p in res[0]["top_k"]] == sorted((p for _, p in res[0]["top_k"]), reverse=True)
     with pytest.raises(DecodeError, match="bad.jpg"):
         clf.predict_proba([bad])

@@ -257,3 +257,7 @@ def test_bad_distributed_options_are_one_line_errors(ddp_runs):
     assert not (tmp / "bad").exists()  # refused before anything was written
     p = imgclf("train", tmp / "data", "--out", tmp / "bad", "--nproc", "0")
     assert p.returncode == 2 and "--nproc must be >= 1" in p.stderr
+    # One rank refuses (the plan runs on rank 0), the other was waiting on it: one error, no "internal error"
+    p = imgclf("train", tmp / "data", "--out", tmp / "short", "--budget", "seconds=0.5", nproc=2, timeout=300)
+    assert p.returncode != 0 and "seconds=0.5 is too short" in p.stderr, p.stderr[-3000:]
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr[-3000:]

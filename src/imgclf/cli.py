@@ -531,10 +531,19 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in imgclf: keep it short, offer the traceback
         if os.environ.get("IMGCLF_DEBUG"):
             raise
+        if _peer_left(e):  # a torchrun rank whose peer failed: that peer's own line says why
+            console.print("[red]stopped:[/red] another process of the job failed; its message is above",
+                          highlight=False, soft_wrap=True)
+            return 1
         console.print(f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} (set IMGCLF_DEBUG=1 for the traceback)",
                       highlight=False, soft_wrap=True)
         return 1
     return 0
+
+
+def _peer_left(e: Exception) -> bool:
+    """A collective that failed because another rank exited (gloo: 'Connection closed by peer')."""
+    return "RANK" in os.environ and any(m in str(e) for m in ("closed by peer", "reset by peer", "Broken pipe"))
 
 
 def run() -> None:
