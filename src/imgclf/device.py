@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -27,6 +28,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+@functools.cache  # a fact of the hardware: asked on every Muon step (muon.ns_dtype)
 def cpu_has_fast_bf16() -> bool:
     """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
     try:

@@ -55,7 +55,6 @@ class MuonSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        dtypes: dict[torch.device, torch.dtype] = {}  # per device, asked once a step
         for group in self.param_groups:
             m, muon = group["momentum"], group["muon"]
             for p in group["params"]:
@@ -75,7 +74,5 @@ class MuonSGD(torch.optim.Optimizer):
                     # |W| = sqrt(out channels): each filter of unit norm on average, so a step of
                     # lr moves the bank by about lr of its size, whatever its shape
                     p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
-                    if p.device not in dtypes:
-                        dtypes[p.device] = ns_dtype(p.device)
-                    g = orthogonalize(g, group["ns_steps"], dtypes[p.device])
+                    g = orthogonalize(g, group["ns_steps"], ns_dtype(p.device))
                 p.add_(g, alpha=-group["lr"])
