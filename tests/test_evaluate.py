@@ -70,3 +70,26 @@ def test_predict_logits_reads_the_views_beside_the_split(prepared):
     assert np.allclose(got, want.numpy(), atol=1e-5)  # batch by batch, row for row
     with pytest.raises(ImgclfError, match="other images"):
         predict_logits(m, big, f, torch.device("cpu"), "fp32", views=[open_cache(ds, 32, workers=1)["test"]])
+
+
+def test_metrics_agree_with_scikit_learn():
+    """compute_metrics counts in numpy what scikit-learn's metrics define, absent and never-predicted
+    classes included (zero_division=0, the macro mean over every class)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    from imgclf.evaluate import compute_metrics
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c", "d", "e"]
+    for n in (1, 7, 200):
+        y, p = rng.integers(0, 4, n), rng.integers(0, 3, n)  # "e" never occurs; "d" is never predicted
+        m, labels = compute_metrics(y, p, classes), list(range(5))
+        pr, rc, f1, s = precision_recall_fscore_support(y, p, labels=labels, zero_division=0)
+        macro = precision_recall_fscore_support(y, p, labels=labels, average="macro", zero_division=0)[:3]
+        assert m["accuracy"] == pytest.approx(accuracy_score(y, p))
+        assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
+        assert [m["macro"][k] for k in ("precision", "recall", "f1")] == pytest.approx(list(macro))
+        for i, c in enumerate(classes):
+            assert [m["per_class"][c][k] for k in ("precision", "recall", "f1")] == pytest.approx([pr[i], rc[i], f1[i]])
+            assert m["per_class"][c]["support"] == s[i]
+        assert m["confusion_matrix"] == confusion_matrix(y, p, labels=labels).tolist()
