@@ -100,6 +100,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert p.returncode == 2 and "Traceback" not in p.stderr
 
 
+def test_cli_compare_marks_divergence_and_others_carry_on(tmp_path):
+    src = make_folder(tmp_path / "src", n=10)
+    assert imgclf("prepare", src, "--out", tmp_path / "d").returncode == 0
+    recipes = tmp_path / "r.yaml"
+    recipes.write_text("- name: blowup\n  optimizer: sgd\n  lr: 1.0e+30\n  batch_size: 1\n"
+                       "- name: fine\n  optimizer: adam\n  lr: 0.001\n  batch_size: 8\n")
+    p = imgclf("compare", tmp_path / "d", "--out", tmp_path / "c", "--recipes", recipes, "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    rows = {r["recipe"]: r for r in csv.DictReader((tmp_path / "c" / "summary.csv").open())}
+    assert rows["blowup"]["status"] == "diverged" and rows["blowup"]["diverged_epoch"] == "1"
+    assert rows["fine"]["status"] == "done" and rows["fine"]["rank"] == "1"
+    assert "diverged" in p.stdout
+
+
 @pytest.mark.slow
 def test_demo_shows_the_tutorial_and_the_default_classifier(tmp_path):
     """The demo as `make demo` runs it: both stories, flips off, the default classifier >= 97%."""
