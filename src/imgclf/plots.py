@@ -153,7 +153,8 @@ TILE = 160
 
 
 def plot_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, title: str = "") -> None:
-    """The tutorial's visualize_batch: a grid of images (uint8, HxWx3 or HxW), each titled.
+    """The tutorial's visualize_batch: a grid of images (uint8 RGB, HxWx3, as decode and the
+    cache give them), each titled.
 
     The tiles are pasted into one canvas (PIL resizes each into its box) under one axes, with the
     titles as text: 16 matplotlib subplots took 1.4 s a grid here, and every run draws two (its
@@ -170,10 +171,7 @@ def plot_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, t
     canvas = np.full((top + rows * cell_h, cols * cell_w, 3), 255, np.uint8)
     centers = []
     for k, img in enumerate(images):
-        a = np.asarray(img)
-        if a.ndim == 2 or a.shape[-1] == 1:
-            a = np.repeat(a.reshape(a.shape[0], a.shape[1], 1), 3, axis=2)
-        tile = Image.fromarray(np.ascontiguousarray(a[..., :3]))
+        tile = Image.fromarray(np.ascontiguousarray(img))
         f = TILE / max(tile.size)  # big images shrink smoothly; small ones (a 32 px digit) grow with sharp pixels
         tile = tile.resize((max(1, round(tile.width * f)), max(1, round(tile.height * f))),
                            Image.NEAREST if f > 1 else Image.BILINEAR)
