@@ -2,8 +2,8 @@
 
 The 5-minute plan's run (fastcnn-s-p3 at 120 px, 13 epochs, the bundled recipe) once per
 momentum on the same split, initial weights and data order: each seed prepares its own split of
-the 10,000 PetImages. Only the Muon group's momentum changes (the BN/bias/head SGD group keeps
-0.9); the schedule is a LambdaLR, which leaves momentum alone.
+the 10,000 PetImages (recipe_levers.run_pairs). Only the Muon group's momentum changes (the
+BN/bias/head SGD group keeps 0.9); the schedule is a LambdaLR, which leaves momentum alone.
 
     python benchmarks/muon_momentum.py [--momenta 0.9,0.6] [--seeds 0,1] [--epochs 13] [--size 120]
 """
@@ -11,11 +11,24 @@ the 10,000 PetImages. Only the Muon group's momentum changes (the BN/bias/head S
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-from pathlib import Path
 
-from common import machine, need_shared, table
+from recipe_levers import run_pairs
+
+
+def with_muon_momentum(m: float):
+    """A make_loop wrapper that sets the Muon group's momentum to m."""
+
+    def wrap(make_loop):
+        def make(*args, **kwargs):
+            loop, steps_per_epoch = make_loop(*args, **kwargs)
+            for g in loop.optimizer.param_groups:
+                if g.get("muon"):
+                    g["momentum"] = m
+            return loop, steps_per_epoch
+
+        return make
+
+    return wrap
 
 
 def main() -> None:
@@ -25,30 +38,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=13)
     ap.add_argument("--size", type=int, default=120)
     args = ap.parse_args()
-
-    import imgclf.train as train_mod
-    from imgclf.optim import param_groups
-    from imgclf.prepare import PrepareConfig, prepare
-    from imgclf.train import TrainConfig, train
-
-    shared = need_shared()
-    tmp = Path(tempfile.mkdtemp(prefix="muon-momentum-"))
-    rows = []
-    for seed in map(int, args.seeds.split(",")):
-        data = prepare(PrepareConfig(src=shared / "petimages", out=tmp / f"data{seed}", seed=seed)).root
-        for m in map(float, args.momenta.split(",")):
-            def groups(recipe, model, m=m):
-                return [{**g, "momentum": m} if g.get("muon") else g for g in param_groups(recipe, model)]
-
-            train_mod.param_groups = groups
-            t = time.perf_counter()
-            r = train(TrainConfig(data=data, out=tmp / f"run{seed}-{m}", model="fastcnn-s-p3", size=args.size,
-                                  epochs=args.epochs, seed=seed))
-            rows.append([seed, m, f"{r.history[-1]['val_acc']:.2%}", f"{r.metrics['accuracy']:.2%}",
-                         f"{time.perf_counter() - t:.0f}"])
-            print(rows[-1], flush=True)
-    print(machine())
-    print(table(["seed", "Muon momentum", "val acc", "test acc", "s"], rows))
+    momenta = [float(m) for m in args.momenta.split(",")]
+    run_pairs({f"{m:g}": (with_muon_momentum(m), {}) for m in momenta}, [int(s) for s in args.seeds.split(",")],
+              args.epochs, args.size, column="Muon momentum")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""Levers on the 5-minute plan's run, each against the bundled recipe on the same split, paired.
+
+The run: fastcnn-s-p3 at 120 px, 13 epochs (what 5 minutes afford on the 2-core AVX-512 host),
+the bundled recipe, three test-time views. Each seed prepares its own split of the 10,000
+PetImages; every variant of a seed shares that split, the initial weights and the data order.
+Epochs are fixed, so the accuracies do not depend on the host's load (the seconds do).
+
+    python benchmarks/recipe_levers.py [--variants bundled,batch-64,lookahead,whitened] [--seeds 0,1] [--epochs 13]
+
+Variants (changed from outside the library, which keeps no knob for a lever until one wins):
+  bundled    the bundled recipe (the pairs' reference)
+  batch-64   batch 64 instead of 128, lr and schedule shape unchanged: twice the steps for the
+             same images; on the AVX2-only host a batch-64 step runs as many img/s as batch 128
+  lookahead  airbench94's lookahead: every 5 steps a slow copy of the weights (BN statistics
+             too) moves 1 - d of the way to them and the weights are set back to it, d ramping
+             as 0.95^5 (t / T)^3 over the run's T steps; after the last step the weights are
+             the slow copy
+  whitened   the stem's 32 filters frozen at the 3x3 patches' 16 principal directions (scaled to
+             unit variance, eps 1e-2) and their negatives, from 5,000 training images at the
+             training size; the stem's BN and GELU follow as before (airbench's whitening, with the
+             BN its first try here lacked, in the short-run regime where that try gained)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine, need_shared, table
+
+LOOKAHEAD_EVERY = 5  # airbench94's
+LOOKAHEAD_DECAY = 0.95 ** 5  # its decay at the end of the ramp
+WHITEN_IMAGES = 5000
+WHITEN_EPS = 1e-2  # docs/experiments.md, "The whitened stem": 5e-4 amplified JPEG noise 45x
+
+
+def with_lookahead(make_loop):
+    """make_loop, with airbench94's lookahead update after each of the loop's optimizer steps."""
+
+    def make(cfg, net, *args, **kwargs):
+        loop, steps_per_epoch = make_loop(cfg, net, *args, **kwargs)
+        total = steps_per_epoch * cfg.epochs
+        live = [v for v in loop.net.state_dict().values() if v.is_floating_point()]
+        slow = [v.clone() for v in live]
+        t = [0]
+
+        @torch.no_grad()
+        def look(optimizer, args, kwargs):
+            t[0] += 1
+            if t[0] % LOOKAHEAD_EVERY == 0 or t[0] == total:
+                d = 1.0 if t[0] == total else LOOKAHEAD_DECAY * (t[0] / total) ** 3
+                torch._foreach_lerp_(slow, live, 1.0 - d)
+                torch._foreach_copy_(live, slow)
+
+        loop.optimizer.register_step_post_hook(look)
+        return loop, steps_per_epoch
+
+    return make
+
+
+def with_whitened_stem(make_loop):
+    """make_loop, after the stem's filters are set to the training patches' principal directions
+    and frozen (before the optimizer is built, so that it never sees them)."""
+
+    def make(cfg, net, *args, **kwargs):
+        from imgclf.cache import open_cache
+        from imgclf.manifest import load_dataset
+
+        stem = net.features[0]
+        k, half = stem.kernel_size[0], stem.out_channels // 2
+        images = open_cache(load_dataset(cfg.data), cfg.size)["train"].images[:WHITEN_IMAGES]
+        n, total, outer = 0, torch.zeros(3 * k * k, dtype=torch.float64), 0
+        for i in range(0, len(images), 500):  # the stem's own patches (stride k), 500 images at a time
+            x = torch.tensor(images[i:i + 500]).permute(0, 3, 1, 2).double() / 255
+            p = x.unfold(2, k, k).unfold(3, k, k).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k)
+            n, total, outer = n + len(p), total + p.sum(0), outer + p.T @ p
+        ev, vec = torch.linalg.eigh(outer / n - torch.outer(total / n, total / n))  # ascending
+        w = (vec[:, -half:].T / (ev[-half:] + WHITEN_EPS).sqrt()[:, None]).reshape(half, 3, k, k)
+        with torch.no_grad():
+            stem.weight.copy_(torch.cat([w, -w]).float())
+        stem.weight.requires_grad_(False)
+        return make_loop(cfg, net, *args, **kwargs)
+
+    return make
+
+
+def run_pairs(variants: dict, seeds: list[int], epochs: int, size: int, column: str = "variant") -> None:
+    """Each seed's split once, then one run per variant on it: {name: (make_loop wrapper or None,
+    TrainConfig overrides)}. Prints a row per run and the table."""
+    import imgclf.train as train_mod
+    from imgclf.prepare import PrepareConfig, prepare
+    from imgclf.train import TrainConfig, train
+
+    make_loop = train_mod.make_loop
+    shared = need_shared()
+    tmp = Path(tempfile.mkdtemp(prefix="recipe-levers-"))
+    rows = []
+    for seed in seeds:
+        data = prepare(PrepareConfig(src=shared / "petimages", out=tmp / f"data{seed}", seed=seed)).root
+        for name, (wrap, overrides) in variants.items():
+            train_mod.make_loop = wrap(make_loop) if wrap else make_loop
+            t = time.perf_counter()
+            r = train(TrainConfig(data=data, out=tmp / f"run{seed}-{name}", model="fastcnn-s-p3", size=size,
+                                  epochs=epochs, seed=seed, **overrides))
+            rows.append([seed, name, f"{r.history[-1]['val_acc']:.2%}", f"{r.metrics['accuracy']:.2%}",
+                         f"{time.perf_counter() - t:.0f}"])
+            print(rows[-1], flush=True)
+    train_mod.make_loop = make_loop
+    print(machine())
+    print(table(["seed", column, "val acc", "test acc", "s"], rows))
+
+
+VARIANTS = {"bundled": (None, {}), "batch-64": (None, {"batch_size": 64}), "lookahead": (with_lookahead, {}),
+            "whitened": (with_whitened_stem, {})}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--epochs", type=int, default=13)
+    ap.add_argument("--size", type=int, default=120)
+    args = ap.parse_args()
+    names = args.variants.split(",")
+    if unknown := [v for v in names if v not in VARIANTS]:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    run_pairs({v: VARIANTS[v] for v in names}, [int(s) for s in args.seeds.split(",")], args.epochs, args.size)
+
+
+if __name__ == "__main__":
+    main()
