@@ -16,9 +16,10 @@ Variants (changed from outside the library, which keeps no knob for a lever unti
              as 0.95^5 (t / T)^3 over the run's T steps; after the last step the weights are
              the slow copy
   whitened   the stem's 32 filters frozen at the 3x3 patches' 16 principal directions (scaled to
-             unit variance, eps 1e-2) and their negatives, from 5,000 training images at the
-             training size; the stem's BN and GELU follow as before (airbench's whitening, with the
-             BN its first try here lacked, in the short-run regime where that try gained)
+             unit variance, eps 1e-2) and their negatives, from the train cache's first 5,000
+             images at the training size; the stem's BN and GELU follow as before (airbench's
+             whitening, with the BN its first try here lacked, in the short-run regime where that
+             try gained)
 """
 
 from __future__ import annotations
