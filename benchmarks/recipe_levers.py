@@ -47,13 +47,14 @@ def with_lookahead(make_loop):
         total = steps_per_epoch * cfg.epochs
         live = [v for v in loop.net.state_dict().values() if v.is_floating_point()]
         slow = [v.clone() for v in live]
-        t = [0]
+        t = 0
 
         @torch.no_grad()
         def look(optimizer, args, kwargs):
-            t[0] += 1
-            if t[0] % LOOKAHEAD_EVERY == 0 or t[0] == total:
-                d = 1.0 if t[0] == total else LOOKAHEAD_DECAY * (t[0] / total) ** 3
+            nonlocal t
+            t += 1
+            if t % LOOKAHEAD_EVERY == 0 or t == total:
+                d = 1.0 if t == total else LOOKAHEAD_DECAY * (t / total) ** 3
                 torch._foreach_lerp_(slow, live, 1.0 - d)
                 torch._foreach_copy_(live, slow)
 

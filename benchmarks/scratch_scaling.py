@@ -31,23 +31,25 @@ def main() -> None:
 
     from imgclf.models import get_spec
 
-    runs = {}  # (contestant, seed) -> (model, size, epochs, compute, error %); a rerun's table repeats rows
+    runs = {}  # (contestant, seed) -> its row; a rerun's table repeats rows
     for line in RESULTS.read_text().splitlines():
         if m := ROW.match(line):
             who, seed, model, size, epochs, acc = m.groups()
             compute = int(epochs) * get_spec(model).grid(int(size))
-            runs[who, int(seed)] = (who, model, int(size), int(epochs), compute, 100 - float(acc))
-    xs = [math.log(r[4]) for r in runs.values()]
-    ys = [math.log(r[5]) for r in runs.values()]
+            runs[who, int(seed)] = (who, f"{model} {size} px, {epochs} epochs", compute, 100 - float(acc))
+    xs = [math.log(c) for _, _, c, _ in runs.values()]
+    ys = [math.log(e) for _, _, _, e in runs.values()]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     log_a = my - slope * mx
     print(table(["run", "trained", "grid px x epochs", "test error", "fit"],
-                [[who, f"{model} {size} px, {epochs} epochs", f"{c:,.0f}", f"{e:.2f}%",
-                  f"{math.exp(log_a + slope * math.log(c)):.2f}%"] for who, model, size, epochs, c, e in runs.values()]))
+                [[who, trained, f"{c:,.0f}", f"{e:.2f}%", f"{math.exp(log_a + slope * math.log(c)):.2f}%"]
+                 for who, trained, c, e in runs.values()]))
     print(f"\ntest error = {math.exp(log_a):.1f}% x compute^{slope:.3f} ({len(runs)} runs)\n")
-    reference = {who: sum(r[4] for r in runs.values() if r[0] == who) / sum(r[0] == who for r in runs.values())
-                 for who in dict.fromkeys(r[0] for r in runs.values())}
+    by_budget = {}  # contestant -> its runs' computes
+    for who, _, c, _ in runs.values():
+        by_budget.setdefault(who, []).append(c)
+    reference = {who: sum(cs) / len(cs) for who, cs in by_budget.items()}
     rows = []
     for target in map(float, args.targets.split(",")):
         need = math.exp((math.log(100 - target) - log_a) / slope)
