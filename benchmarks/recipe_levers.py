@@ -7,7 +7,7 @@ Epochs are fixed, so the accuracies do not depend on the host's load (the second
 
     python benchmarks/recipe_levers.py [--variants bundled,batch-64,lookahead,whitened] [--seeds 0,1] [--epochs 13]
 
-Variants (changed from outside the library, which keeps no knob for a lever until one wins):
+Variants (levers the library keeps no knob for, until one wins, are applied from outside it):
   bundled    the bundled recipe (the pairs' reference)
   batch-64   batch 64 instead of 128, lr and schedule shape unchanged: twice the steps for the
              same images; on the AVX2-only host a batch-64 step runs as many img/s as batch 128
@@ -15,11 +15,9 @@ Variants (changed from outside the library, which keeps no knob for a lever unti
              too) moves 1 - d of the way to them and the weights are set back to it, d ramping
              as 0.95^5 (t / T)^3 over the run's T steps; after the last step the weights are
              the slow copy
-  whitened   the stem's 32 filters frozen at the 3x3 patches' 16 principal directions (scaled to
-             unit variance, eps 1e-2) and their negatives, from the train cache's first 5,000
-             images at the training size; the stem's BN and GELU follow as before (airbench's
-             whitening, with the BN its first try here lacked, in the short-run regime where that
-             try gained)
+  whitened   fastcnn-s-p3w: the stem's 32 filters frozen at the 3x3 patches' 16 principal
+             directions (scaled to unit variance) and their negatives, set from the training
+             images (models/fastcnn.py, whiten_stem); the stem's BN and GELU follow as before
 """
 
 from __future__ import annotations
@@ -35,8 +33,6 @@ from common import machine, need_shared, table
 
 LOOKAHEAD_EVERY = 5  # airbench94's
 LOOKAHEAD_DECAY = 0.95 ** 5  # its decay at the end of the ramp
-WHITEN_IMAGES = 5000
-WHITEN_EPS = 1e-2  # docs/experiments.md, "The whitened stem": 5e-4 amplified JPEG noise 45x
 
 
 def with_lookahead(make_loop):
@@ -64,32 +60,6 @@ def with_lookahead(make_loop):
     return make
 
 
-def with_whitened_stem(make_loop):
-    """make_loop, after the stem's filters are set to the training patches' principal directions
-    and frozen (before the optimizer is built, so that it never sees them)."""
-
-    def make(cfg, net, *args, **kwargs):
-        from imgclf.cache import open_cache
-        from imgclf.manifest import load_dataset
-
-        stem = net.features[0]
-        k, half = stem.kernel_size[0], stem.out_channels // 2
-        images = open_cache(load_dataset(cfg.data), cfg.size)["train"].images[:WHITEN_IMAGES]
-        n, total, outer = 0, torch.zeros(3 * k * k, dtype=torch.float64), 0
-        for i in range(0, len(images), 500):  # the stem's own patches (stride k), 500 images at a time
-            x = torch.tensor(images[i:i + 500]).permute(0, 3, 1, 2).double() / 255
-            p = x.unfold(2, k, k).unfold(3, k, k).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k)
-            n, total, outer = n + len(p), total + p.sum(0), outer + p.T @ p
-        ev, vec = torch.linalg.eigh(outer / n - torch.outer(total / n, total / n))  # ascending
-        w = (vec[:, -half:].T / (ev[-half:] + WHITEN_EPS).sqrt()[:, None]).reshape(half, 3, k, k)
-        with torch.no_grad():
-            stem.weight.copy_(torch.cat([w, -w]).float())
-        stem.weight.requires_grad_(False)
-        return make_loop(cfg, net, *args, **kwargs)
-
-    return make
-
-
 def run_pairs(variants: dict, seeds: list[int], epochs: int, size: int, column: str = "variant") -> None:
     """Each seed's split once, then one run per variant on it: {name: (make_loop wrapper or None,
     TrainConfig overrides)}. Prints a row per run and the table."""
@@ -106,8 +76,8 @@ def run_pairs(variants: dict, seeds: list[int], epochs: int, size: int, column: 
         for name, (wrap, overrides) in variants.items():
             train_mod.make_loop = wrap(make_loop) if wrap else make_loop
             t = time.perf_counter()
-            r = train(TrainConfig(data=data, out=tmp / f"run{seed}-{name}", model="fastcnn-s-p3", size=size,
-                                  epochs=epochs, seed=seed, **overrides))
+            r = train(TrainConfig(data=data, out=tmp / f"run{seed}-{name}", size=size, epochs=epochs, seed=seed,
+                                  **{"model": "fastcnn-s-p3", **overrides}))
             rows.append([seed, name, f"{r.history[-1]['val_acc']:.2%}", f"{r.metrics['accuracy']:.2%}",
                          f"{time.perf_counter() - t:.0f}"])
             print(rows[-1], flush=True)
@@ -117,7 +87,7 @@ def run_pairs(variants: dict, seeds: list[int], epochs: int, size: int, column: 
 
 
 VARIANTS = {"bundled": (None, {}), "batch-64": (None, {"batch_size": 64}), "lookahead": (with_lookahead, {}),
-            "whitened": (with_whitened_stem, {})}
+            "whitened": (None, {"model": "fastcnn-s-p3w"})}
 
 
 def main() -> None:

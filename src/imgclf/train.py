@@ -242,7 +242,8 @@ def train(cfg: TrainConfig, *, init_state: dict | None = None, resume: bool = Fa
     caches, splits, views = in_turn(d, lambda: open_data(ds, cfg, size, eval_size, tta_sizes, epoch_sizes, device))
 
     # --- model -------------------------------------------------------------------------------------
-    model, weights_sha = build_model(cfg, spec, len(ds.classes), run if d.main else None, init_state, device)
+    model, weights_sha = build_model(cfg, spec, len(ds.classes), run if d.main else None, init_state, device,
+                                     splits["train"].images)
     net = torch.compile(model) if cfg.compile else model  # `model` keeps the plain state_dict keys
     trained = model  # the module whose weights train: all of them, or a probe's head
     to_input = input_fn(device, spec.mean, spec.std, cfg.channels_last)
@@ -363,9 +364,12 @@ def open_data(ds, cfg: TrainConfig, size: int, eval_size: int, tta_sizes: list[i
     return caches, splits, views
 
 
-def build_model(cfg: TrainConfig, spec, num_classes: int, run: Path | None, init_state: dict | None, device):
+def build_model(cfg: TrainConfig, spec, num_classes: int, run: Path | None, init_state: dict | None, device,
+                train_images):
     """The model, seeded, with its pretrained weights (recorded in pretrained.json) or the shared
-    `init_state`, on the device: (model, sha256 of the pretrained weights or "")."""
+    `init_state`, then its data-dependent init from the training images if it has one (after
+    `init_state`, which compare draws at random), on the device: (model, sha256 of the pretrained
+    weights or ""). A resumed run's checkpoint replaces all of it."""
     torch.manual_seed(cfg.seed)  # model init stream
     model = create_model(cfg.model, num_classes)
     weights_sha = ""
@@ -376,6 +380,8 @@ def build_model(cfg: TrainConfig, spec, num_classes: int, run: Path | None, init
             write_json(run / "pretrained.json", {**loaded, "sha256": weights_sha})
     if init_state is not None:
         model.load_state_dict(init_state)  # compare: every recipe starts from the same weights
+    if spec.init_from_data is not None and not cfg.pretrained:
+        spec.init_from_data(model, train_images)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return model.to(device, memory_format=fmt), weights_sha
 

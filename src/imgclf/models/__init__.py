@@ -48,6 +48,11 @@ class ModelSpec:
     # A model made of separately trained models (ensemble.py): (its submodule, the registered
     # model it holds, how that one trains: "probe" or "finetune"), trained in this order.
     parts: tuple[tuple[str, str, str], ...] = ()
+    # A data-dependent init, `f(model, train_images)` with the training split's uint8 (N, H, W, 3)
+    # images at the training size (a memmap, or a tensor on the device): train() calls it after the
+    # random init and before the optimizer is built. It draws no random numbers, so runs that differ
+    # only in it share their initial weights and data order. None: the random init is all.
+    init_from_data: Callable[[nn.Module, object], None] | None = None
 
     def meta(self, size: int | None = None) -> dict:
         return {"model": self.name, "input_size": size or self.input_size, "mean": list(self.mean),

@@ -17,6 +17,12 @@ Why each piece (measurements in docs/experiments.md; summary in BENCHMARKS.md, "
 - GELU: smooth, suits the short high-learning-rate schedules of the recipe below.
 - Global *max* pool: "is there a cat's ear anywhere" beats averaging over the background.
 - Input size is free (global pooling): the registry's size is the default, `--size` picks another.
+- `-p3w`: the patch-3 stem whitened, after airbench. Its 32 filters are not learned but set from the
+  training images before training (`whiten_stem`) and frozen: the 16 principal directions of the
+  3x3 patches with the most variance, each scaled to unit variance, and their negatives (after
+  BN + GELU a pair passes both signs of a direction). Stages then start from decorrelated
+  inputs and learn faster early; the stem's BN still learns its scale and shift, and Muon sees
+  only the stages' filters. Measured in docs/experiments.md, "The whitened stem with BN".
 
 The bundled recipe (RECIPE, below) is what `imgclf train DATA` uses when no optimizer is named.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -39,6 +46,7 @@ class Variant(NamedTuple):
     depth: int  # convs per stage
     patch: int  # stem patch (and stride)
     size: int  # default input size
+    whiten: bool = False  # the stem's filters set from the training images and frozen (whiten_stem)
 
 
 # One place for every hyperparameter of the family and its recipe.
@@ -48,6 +56,7 @@ VARIANTS = {
     "fastcnn-l": Variant(64, (128, 256, 512), 2, 2, 128),
     "fastcnn-s-p3": Variant(32, (64, 128, 256), 2, 3, 96),
     "fastcnn-s-p4": Variant(32, (64, 128, 256), 2, 4, 128),
+    "fastcnn-s-p3w": Variant(32, (64, 128, 256), 2, 3, 96, whiten=True),
 }
 # The input sizes the family is tuned and benchmarked at (2x2 stem), and the sizes that give the
 # other stems the same grids after them
@@ -55,6 +64,16 @@ SIZES = {p: tuple(s * p // 2 for s in (64, 80, 96, 128, 160)) for p in (2, 3, 4)
 # Inputs scaled to about [-2, 2]. The stem conv feeds BatchNorm, so the input's scale only sets the
 # stem's effective learning rate (BN makes the layer scale-invariant: effective lr ~ lr / |W|^2).
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+# The whitened stem's statistics. From 1,000 images evenly spread over the split (1.6M patches at
+# 120 px) the whitening (W^T W) came within 3% of the one from 5,000 (PetImages), for a fifth of
+# the seconds: about 1 s on one core in float32, the patches centred at 0.5 first so that the
+# covariance does not cancel.
+WHITEN_IMAGES = 1000
+# Added to each direction's variance (pixels in [0, 1]) before scaling by 1 / sqrt. airbench's 5e-4
+# amplified directions that are mostly interpolation or JPEG noise up to 45x, their variance
+# changing with the evaluation size, and left a net trained on small upscaled images at chance;
+# 1e-2 did not (docs/experiments.md, "The whitened stem").
+WHITEN_EPS = 1e-2
 
 # Each choice with what switching it off cost (benchmarks/fastcnn_ablations.py, 15 epochs, one
 # seed; noise is about +-0.6 points; docs/experiments.md, "Ablations of the bundled recipe").
@@ -96,10 +115,16 @@ RECIPE = Recipe(
 
 
 class FastCNN(nn.Module):
-    def __init__(self, num_classes: int, stem: int, widths: tuple[int, ...], depth: int, patch: int = 2):
+    def __init__(self, num_classes: int, stem: int, widths: tuple[int, ...], depth: int, patch: int = 2,
+                 whiten: bool = False):
         super().__init__()
+        if whiten and stem // 2 > 3 * patch * patch:
+            raise ValueError(f"a whitened {patch}x{patch} stem has {3 * patch * patch} directions, not {stem // 2}")
         layers: list[nn.Module] = [nn.Conv2d(3, stem, patch, stride=patch, bias=False), nn.BatchNorm2d(stem),
                                    nn.GELU()]
+        # Frozen here, not in train(): a resumed run, a compare lane or a DDP rank building the model
+        # keeps the stem out of the optimizer whatever path it takes.
+        layers[0].weight.requires_grad_(not whiten)
         cin = stem
         for w in widths:
             layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.GELU()]
@@ -114,15 +139,37 @@ class FastCNN(nn.Module):
         return self.head(x)
 
 
+@torch.no_grad()
+def whiten_stem(model: FastCNN, images) -> None:
+    """Set the stem's filters to the principal directions of the training images' stem patches
+    (the stem's own kernel and stride), scaled to unit variance, and their negatives.
+    `images`: uint8 (N, H, W, 3), a memmap or a tensor (on any device). Deterministic: no random draw."""
+    stem = model.features[0]
+    k, half = stem.kernel_size[0], stem.out_channels // 2
+    picked = np.linspace(0, len(images) - 1, min(len(images), WHITEN_IMAGES)).round().astype(int).tolist()
+    d = 3 * k * k
+    n, total, outer = 0, torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64)
+    for i in range(0, len(picked), 250):
+        x = torch.as_tensor(images[picked[i:i + 250]]).permute(0, 3, 1, 2).float() / 255 - 0.5
+        p = x.unfold(2, k, k).unfold(3, k, k).permute(0, 2, 3, 1, 4, 5).reshape(-1, d)
+        n, total, outer = n + len(p), total + p.sum(0).double().cpu(), outer + (p.T @ p).double().cpu()
+    mean = total / n
+    var, vec = torch.linalg.eigh(outer / n - torch.outer(mean, mean))  # ascending
+    w = (vec[:, -half:].T / (var[-half:] + WHITEN_EPS).sqrt()[:, None]).reshape(half, 3, k, k)
+    stem.weight.copy_(torch.cat([w, -w]).to(stem.weight))
+
+
 def _register(name: str, v: Variant) -> None:
     sizes = SIZES[v.patch]
-    desc = (f"from-scratch CNN, {v.patch}x{v.patch} patch stem, widths {'/'.join(map(str, v.widths))}, default "
-            f"{v.size} px (takes {'/'.join(map(str, sizes))})")
+    stem = f"{v.patch}x{v.patch} patch stem" + (" (whitened from the data, frozen)" if v.whiten else "")
+    desc = (f"from-scratch CNN, {stem}, widths {'/'.join(map(str, v.widths))}, default {v.size} px (takes "
+            f"{'/'.join(map(str, sizes))})")
 
     @register_model(name, input_size=v.size, sizes=sizes, recipe=RECIPE, description=desc, mean=MEAN, std=STD,
-                    head="head", family=f"fastcnn {v.stem} {v.widths} {v.depth}", grid=lambda s: (s / v.patch) ** 2)
+                    head="head", family=f"fastcnn {v.stem} {v.widths} {v.depth}", grid=lambda s: (s / v.patch) ** 2,
+                    init_from_data=whiten_stem if v.whiten else None)
     def build(num_classes: int) -> nn.Module:
-        return FastCNN(num_classes, v.stem, v.widths, v.depth, v.patch)
+        return FastCNN(num_classes, v.stem, v.widths, v.depth, v.patch, v.whiten)
 
 
 # The planner's cost model (ModelSpec.grid): a fastcnn's cost grows with the pixels of the grid its
