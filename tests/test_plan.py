@@ -48,6 +48,26 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
         train(TrainConfig(data=prepared.root, out=tmp_path / "short", max_seconds=60, workers=1))
 
 
+@pytest.mark.parametrize("second", [1280.0, 1.0])
+def test_a_probe_short_of_what_the_cheapest_rung_promises_is_taken_again(prepared, tmp_path, monkeypatch, second):
+    import imgclf.plan as plan
+
+    # The cheapest rung reads 2,000 img/s, so 120 px (a 40x40 grid against 32x32) should run ~1,280;
+    # its first probe reads 1 img/s, a slow second of the host. The rung is probed once more and the
+    # faster reading kept: taken when the second reads what was promised, passed over when it is slow too.
+    monkeypatch.setattr(plan, "LADDER", [("fastcnn-s-p3", 120, 2), ("fastcnn-s-p3", 96, 1)])
+    monkeypatch.setattr(plan, "MAX_EPOCHS", 3)
+    monkeypatch.setattr(plan, "MAX_IMAGES_SEEN", 0)
+    readings = {96: [2000.0], 120: [1.0, second]}
+    probed = []
+    monkeypatch.setattr(plan, "measure_rate", lambda name, size, *a, **k: probed.append(size) or readings[size].pop(0))
+    cfg = plan.plan(TrainConfig(data=prepared.root, out=tmp_path / "r", max_seconds=60, workers=1, from_scratch=True))
+    assert probed == [96, 120, 120]
+    rung = cfg.plan["measured"][0]
+    assert (rung["size"], rung["rate"], rung["train_img_per_s"]) == (120, "measured twice", max(1.0, second))
+    assert cfg.size == (120 if second > 1 else 96)
+
+
 def test_a_budget_short_of_every_minimum_trains_the_cheapest_rung_on_subsets(prepared, tmp_path, monkeypatch):
     import imgclf.plan as plan
 
