@@ -49,12 +49,12 @@ def test_budget_plan_picks_a_rung_and_records_it(prepared, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("second", [1280.0, 1.0])
-def test_a_probe_short_of_what_the_cheapest_rung_promises_is_taken_again(prepared, tmp_path, monkeypatch, second):
+def test_a_probe_short_of_the_rungs_minimum_is_taken_again(prepared, tmp_path, monkeypatch, second):
     import imgclf.plan as plan
 
-    # The cheapest rung reads 2,000 img/s, so 120 px (a 40x40 grid against 32x32) should run ~1,280;
-    # its first probe reads 1 img/s, a slow second of the host. The rung is probed once more and the
-    # faster reading kept: taken when the second reads what was promised, passed over when it is slow too.
+    # The cheapest rung reads 2,000 img/s, so 120 px (a 40x40 grid against 32x32) should run ~1,280
+    # and is probed; its first probe reads 1 img/s, a slow second of the host. The rung is probed once
+    # more and the faster reading kept: taken when the second reads ~1,280, passed over when it is slow too.
     monkeypatch.setattr(plan, "LADDER", [("fastcnn-s-p3", 120, 2), ("fastcnn-s-p3", 96, 1)])
     monkeypatch.setattr(plan, "MAX_EPOCHS", 3)
     monkeypatch.setattr(plan, "MAX_IMAGES_SEEN", 0)

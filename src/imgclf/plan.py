@@ -530,8 +530,8 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
     measured first, and a rung whose stages are the same widths is estimated from it (rate ~ 1 /
     the pixels of the grid after the stem: 208 vs 221 img/s measured at 160 px, 832 vs 850 at 80;
     fastcnn-s-p3 at 96 px 666 img/s, fastcnn-s at 64 px 687) and only probed if it comes within 20% of
-    its minimum epochs; a probe short of that minimum where the estimate affords it is taken once
-    more. Epochs are counted once the caches exist, from the time really left.
+    its minimum epochs, and probed once more if it reads short of them. Epochs are counted once the
+    caches exist, from the time really left.
     """
     budget = cfg.max_seconds or DEFAULT_SECONDS
     n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
@@ -563,11 +563,11 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
             rate, how = est, "estimated"  # out of reach even so: no probe
         else:
             rate, how = speedup * measure_rate(name, size, recipe, device, precision), "measured"
-            if est is not None and fit(rate) < min_epochs <= fit(est):
-                # The probe says short, the cheapest rung's probe says it fits: one of them caught the
-                # shared host in a slow second (fastcnn-s-p3w at 120 px read 229 img/s in one run,
-                # 342-392 in the next five on the same folder, its steps each ~1.5x slower). Ask once
-                # more and keep the faster: a slow second is the host's, not the rung's.
+            if est is not None and fit(rate) < min_epochs:
+                # Short, but its estimate was close enough to probe: ask once more, keep the faster. A
+                # 1 s probe on the shared host read fastcnn-s-p3w at 120 px at 229 img/s, each step
+                # ~1.5x slower, where the next five runs on the same folder read 342-392; at ~355 the
+                # 5-minute plan takes that rung or falls to 96 px. One more probe costs ~2 s.
                 rate, how = max(rate, speedup * measure_rate(name, size, recipe, device, precision)), "measured twice"
         fits = fit(rate)
         if (name, size) == (ref_name, ref_size):  # the cheapest rung: fewer test-time views before a refusal
