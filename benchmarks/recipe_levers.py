@@ -1,14 +1,15 @@
-"""Levers on the 5-minute plan's run, each against the bundled recipe on the same split, paired.
+"""Levers on the 5-minute plan's run, each against the same reference on the same split, paired.
 
-The run: fastcnn-s-p3 at 120 px, 13 epochs (what 5 minutes afford on the 2-core AVX-512 host),
-the bundled recipe, three test-time views. Each seed prepares its own split of the 10,000
-PetImages; every variant of a seed shares that split, the initial weights and the data order.
-Epochs are fixed, so the accuracies do not depend on the host's load (the seconds do).
+The reference: fastcnn-s-p3 at 120 px, 13 epochs (what 5 minutes afford on the 2-core AVX-512
+host), the bundled recipe, three test-time views; `whitened` is the plan's rung (fastcnn-s-p3w).
+Each seed prepares its own split of the 10,000 PetImages; every variant of a seed shares that
+split, the initial weights and the data order. Epochs are fixed, so the accuracies do not depend
+on the host's load (the seconds do).
 
-    python benchmarks/recipe_levers.py [--variants bundled,batch-64,lookahead,whitened] [--seeds 0,1] [--epochs 13]
+    python benchmarks/recipe_levers.py [--variants bundled,batch-64,lookahead,whitened] [--seeds 0,1] [--epochs 13] [--size 120]
 
-Variants (levers the library keeps no knob for, until one wins, are applied from outside it):
-  bundled    the bundled recipe (the pairs' reference)
+Variants (levers the library keeps no knob for are applied from outside it):
+  bundled    fastcnn-s-p3 and its bundled recipe (the pairs' reference)
   batch-64   batch 64 instead of 128, lr and schedule shape unchanged: twice the steps for the
              same images; on the AVX2-only host a batch-64 step runs as many img/s as batch 128
   lookahead  airbench94's lookahead: every 5 steps a slow copy of the weights (BN statistics
