@@ -6,7 +6,7 @@ Each seed prepares its own split of the 10,000 PetImages; every variant of a see
 split, the initial weights and the data order. Epochs are fixed, so the accuracies do not depend
 on the host's load (the seconds do).
 
-    python benchmarks/recipe_levers.py [--variants bundled,batch-64,lookahead,whitened] [--seeds 0,1] [--epochs 13] [--size 120]
+    python benchmarks/recipe_levers.py [--variants bundled,batch-64,lookahead,whitened,2x2-stem] [--seeds 0,1] [--epochs 13] [--size 120]
 
 Variants (levers the library keeps no knob for are applied from outside it):
   bundled    fastcnn-s-p3 and its bundled recipe (the pairs' reference)
@@ -19,6 +19,8 @@ Variants (levers the library keeps no knob for are applied from outside it):
   whitened   fastcnn-s-p3w: the stem's 32 filters frozen at the 3x3 patches' 16 principal
              directions (scaled to unit variance) and their negatives, set from the training
              images (models/fastcnn.py, whiten_stem); the stem's BN and GELU follow as before
+  2x2-stem   fastcnn-s, the 2x2 patch stem, at 2/3 of --size: the same grid after the stem, so
+             about the same seconds (the plan's 160 / 128 / 96 px rungs against -p3w at 240 / 192 / 144)
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def run_pairs(variants: dict, seeds: list[int], epochs: int, size: int, column: 
         for name, (wrap, overrides) in variants.items():
             train_mod.make_loop = wrap(make_loop) if wrap else make_loop
             t = time.perf_counter()
-            r = train(TrainConfig(data=data, out=tmp / f"run{seed}-{name}", size=size, epochs=epochs, seed=seed,
-                                  **{"model": "fastcnn-s-p3", **overrides}))
+            r = train(TrainConfig(data=data, out=tmp / f"run{seed}-{name}", epochs=epochs, seed=seed,
+                                  **{"model": "fastcnn-s-p3", "size": size, **overrides}))
             rows.append([seed, name, f"{r.history[-1]['val_acc']:.2%}", f"{r.metrics['accuracy']:.2%}",
                          f"{time.perf_counter() - t:.0f}"])
             print(rows[-1], flush=True)
@@ -87,21 +89,23 @@ def run_pairs(variants: dict, seeds: list[int], epochs: int, size: int, column: 
     print(table(["seed", column, "val acc", "test acc", "s"], rows))
 
 
-VARIANTS = {"bundled": (None, {}), "batch-64": (None, {"batch_size": 64}), "lookahead": (with_lookahead, {}),
-            "whitened": (None, {"model": "fastcnn-s-p3w"})}
+def variants(size: int) -> dict:
+    return {"bundled": (None, {}), "batch-64": (None, {"batch_size": 64}), "lookahead": (with_lookahead, {}),
+            "whitened": (None, {"model": "fastcnn-s-p3w"}),
+            "2x2-stem": (None, {"model": "fastcnn-s", "size": size * 2 // 3})}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default="bundled,batch-64,lookahead,whitened")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--epochs", type=int, default=13)
     ap.add_argument("--size", type=int, default=120)
     args = ap.parse_args()
-    names = args.variants.split(",")
-    if unknown := [v for v in names if v not in VARIANTS]:
-        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    run_pairs({v: VARIANTS[v] for v in names}, [int(s) for s in args.seeds.split(",")], args.epochs, args.size)
+    names, known = args.variants.split(","), variants(args.size)
+    if unknown := [v for v in names if v not in known]:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    run_pairs({v: known[v] for v in names}, [int(s) for s in args.seeds.split(",")], args.epochs, args.size)
 
 
 if __name__ == "__main__":

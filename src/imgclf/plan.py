@@ -65,6 +65,8 @@ DEFAULT_SECONDS = 300.0  # `imgclf train DATA` with no --budget: five minutes
 # and without the 128 px rung the plan fell to 96 px, capped at 40 epochs with 40% of the budget idle.
 LADDER = [
     ("fastcnn-s", 160, 30),
+    # The whitened patch-3 stem at 192 px sees this rung's 64x64 grid for the same seconds: +0.06 /
+    # -0.17 test at 13 epochs (two pairs), where it gained at the 32-40 px grids below. Not taken.
     ("fastcnn-s", 128, 30),
     ("fastcnn-s", 96, 30),
     # The patch-3 stem at 120 px costs what the 2x2 stem does at 80 px (a 40x40 grid after it) and
