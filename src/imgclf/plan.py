@@ -570,7 +570,8 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
                 # Short, but its estimate was close enough to probe: ask once more, keep the faster. On
                 # the shared host the 1 s probe of fastcnn-s-p3w at 120 px read 229-230 img/s in two of
                 # eleven plans on the same folder (every step ~1.5x slower), 342-392 in the other nine;
-                # at ~355 the 5-minute plan takes that rung or falls to 96 px. A probe costs ~2 s.
+                # at ~325 the 5-minute plan takes that rung (its 11 epochs) or falls to 96 px. A probe
+                # costs ~2 s.
                 rate, how = max(rate, speedup * measure_rate(name, size, recipe, device, precision)), "measured twice"
         fits = fit(rate)
         if (name, size) == (ref_name, ref_size):  # the cheapest rung: fewer test-time views before a refusal
