@@ -76,6 +76,7 @@ LADDER = [
     # frozen (-p3w) gained test points in all six pairs at 13 and 26 epochs, +0.17 to +0.87
     # (docs/experiments.md, "The whitened stem with BN"), at the same cost. -p3w at 11 epochs here
     # against 17 at 96 px, the same seconds: +0.10, +0.84, +0.71, +0.03 test (four pairs), so 11.
+    # One size up does not pay: 144 px for 8 epochs scored -0.23 test on average against it (four pairs).
     ("fastcnn-s-p3w", 120, 11),
     # The cheapest rung, where a budget affords few pixels: the patch-3 stem at 96 px costs what the
     # 2x2 stem does at 64 px (the same 32x32 grid after it): +0.5 test points in the same seconds.
