@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -82,13 +83,13 @@ def run_demo(out: Path, epochs: int = 2, report: Callable = print, ranking: Call
         ranking(ranked, "the tutorial's experiment: ranking on the test split")
     report(f"[bold]5. imgclf's default classifier[/bold]: `imgclf train` with no model, planned to end within "
            f"{budget:.0f} s")
-    from .models import get_spec
-    from .plan import LADDER, small_folder_batch
+    from .plan import LADDER, rung_recipe
 
     name, size, epochs_min = LADDER[-1]
     n_train = len(ds.split_rows("train"))
+    base = TrainConfig(data=out / "data", out=out / "default", hflip=False)
     try:
-        cfg = plan(TrainConfig(data=out / "data", out=out / "default", max_seconds=budget, hflip=False))
+        cfg = plan(replace(base, max_seconds=budget))
         chosen = cfg.plan["chosen"]
         if chosen.get("short_of_minimum"):
             # A machine busy enough that the budget affords less than the rung's minimum: a few
@@ -101,11 +102,10 @@ def run_demo(out: Path, epochs: int = 2, report: Callable = print, ranking: Call
     except ImgclfError as e:  # a machine too slow for the budget: the plan's cheapest rung, untimed
         # At the batch the plan gives this folder: at the recipe's 128 the 1,131 digits make 8 steps
         # an epoch, and fastcnn-s-p3w's 8 epochs scored 96.8% where batch 64 scored 99.3%.
-        recipe = small_folder_batch(get_spec(name).recipe, n_train)
+        recipe = rung_recipe(base, name, n_train)
         report(f"[yellow]{e}[/yellow]; training the plan's cheapest choice instead: {name} at {size} px for "
                f"{epochs_min} epochs, batch {recipe.batch_size}")
-        best = train(TrainConfig(data=out / "data", out=out / "default", model=name, size=size, epochs=epochs_min,
-                                 recipe=recipe, hflip=False, force=True))
+        best = train(replace(base, model=name, size=size, epochs=epochs_min, recipe=recipe, force=True))
     sample = [out / "digits" / str(k) / sorted(p.name for p in (out / "digits" / str(k)).iterdir())[0]
               for k in (3, 7)]
     preds = predict(out / "default", sample)

@@ -540,7 +540,7 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
     budget = cfg.max_seconds or DEFAULT_SECONDS
     n_train, n_val, n_test = (len(ds.split_rows(s)) for s in ("train", "val", "test"))
     ref_name, ref_size, _ = LADDER[-1]
-    ref_recipe = small_folder_batch(cfg.recipe or get_spec(ref_name).recipe, n_train)
+    ref_recipe = rung_recipe(cfg, ref_name, n_train)
     ref_rate = speedup * measure_rate(ref_name, ref_size, ref_recipe, device, precision)
     rows = []
     choice, fewer = None, False  # fewer: the cheapest rung's test-time views cut to fit (LIGHTER_VIEWS)
@@ -549,7 +549,7 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
         return pass_seconds(recipe, size, rate, n_train, n_val, n_test)
 
     for name, size, min_epochs in LADDER:
-        recipe = small_folder_batch(cfg.recipe or get_spec(name).recipe, n_train)
+        recipe = rung_recipe(cfg, name, n_train)
         if not cfg.hflip:  # --no-hflip: no mirror view to pay for at evaluation
             recipe = replace(recipe, hflip=False)
         left = budget - (time.perf_counter() - t_begin)
@@ -625,6 +625,12 @@ def plan_scratch(cfg, ds, device, precision: str, t_begin: float, speedup: float
                      + (", with the recipe's fewer test-time views from config.json in a --recipes file" if fewer else ""))
     return replace(cfg, model=name, size=size, epochs=epochs, recipe=recipe, max_seconds=hard_stop,
                    epoch_images=images if subset else None), plan
+
+
+def rung_recipe(cfg, name: str, n_train: int):
+    """The recipe a rung trains with on a folder of n_train training images: the one named in cfg
+    or the model's own, at the batch small_folder_batch gives the folder."""
+    return small_folder_batch(cfg.recipe or get_spec(name).recipe, n_train)
 
 
 def small_folder_batch(recipe, n_train: int):
